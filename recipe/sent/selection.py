@@ -1,0 +1,48 @@
+"""Step-level (global) token selection: one selection per training step, before the actor update.
+
+Input is the step batch as verl's V1 trainer stores it in TransferQueue (nested, response-only tensors:
+`response_mask`, old-policy `entropy` and `old_log_probs` from the old-log-prob pass, `advantages`). The
+output `sent_beta` travels with the batch to every micro-batch on every data-parallel rank, so the
+selection and therefore the gradient do not depend on micro-batch size, mini-batch split or DP size.
+"""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDict
+from verl.workers.utils.padding import response_to_nested
+
+from recipe.sent.losses import BETA_FIELD, _selection_kwargs, selection_metrics
+from verl_ext.token_entropy import select_sent_tokens
+
+STEP_FIELDS = ("response_mask", "entropy", "old_log_probs", "advantages")
+
+
+def step_sent_beta(step_batch: TensorDict, policy_loss_cfg) -> tuple[TensorDict, dict[str, float]]:
+    """Per-token beta for a whole step batch, as a nested field ready to write back, plus step metrics."""
+    missing = [name for name in STEP_FIELDS if name not in step_batch.keys()]
+    if missing:
+        raise KeyError(
+            f"global SENT selection needs the step fields {list(STEP_FIELDS)}; missing {missing} (old-policy entropy "
+            "comes from verl's old-log-prob pass, absent with algorithm.rollout_correction.bypass_mode=True)"
+        )
+    nested_mask = step_batch["response_mask"]
+    padded = step_batch.select(*STEP_FIELDS).to_padded_tensor()
+    mask = padded["response_mask"]
+    selection = select_sent_tokens(
+        padded["entropy"],
+        padded["old_log_probs"],
+        padded["advantages"],
+        mask,
+        **_selection_kwargs(policy_loss_cfg),
+    )
+    beta = selection.beta
+    if nested_mask.is_nested:
+        beta = response_to_nested(beta, nested_mask)
+    metrics = {key: float(value) for key, value in selection_metrics(selection, padded["entropy"], mask).items()}
+    return TensorDict({BETA_FIELD: beta}, batch_size=[mask.shape[0]]), metrics
+
+
+def padded_beta(beta: torch.Tensor) -> torch.Tensor:
+    """Padded view of a (possibly nested) beta field, for inspection and tests."""
+    return beta.to_padded_tensor(0.0) if beta.is_nested else beta

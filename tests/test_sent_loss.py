@@ -1,0 +1,232 @@
+"""SENT's actor loss driven through verl 0.9.1's real loss contract: engine-layout (nested) micro-batches,
+`ppo_loss` / `agg_loss` normalisation, `omega_conf_to_dataclass` configs and `Metric` aggregation."""
+
+from functools import partial
+
+import pytest
+import torch
+from verl.utils.metric import reduce_metrics
+from verl.utils.py_functional import append_to_dict
+from verl.workers.utils.losses import ppo_loss
+
+from recipe.sent.config import SentPolicyLossConfig
+from recipe.sent.losses import BETA_FIELD, sent_actor_loss
+from recipe.sent.selection import padded_beta, step_sent_beta
+
+PROMPTS = [5, 3, 7, 4, 6, 2, 5, 3]
+RESPONSES = [30, 12, 25, 40, 8, 33, 19, 27]
+
+
+def with_step_beta(batch, policy_loss_cfg):
+    beta, metrics = step_sent_beta(batch.td.select("response_mask", "entropy", "old_log_probs", "advantages"),
+                                   policy_loss_cfg)
+    batch.td[BETA_FIELD] = beta[BETA_FIELD]
+    return metrics
+
+
+def test_loss_runs_on_engine_layout_and_reports_metrics(actor_config, engine_batch, engine_loss):
+    cfg = actor_config(**{"kl_loss_coef": 0.001, "policy_loss.high_cov_fraction": 0.1})
+    assert isinstance(cfg.policy_loss, SentPolicyLossConfig)
+    batch = engine_batch(PROMPTS, RESPONSES, hole_every=7)
+    step_metrics = with_step_beta(batch, cfg.policy_loss)
+    loss, grad, metrics = engine_loss(partial(sent_actor_loss, config=cfg), batch, micro_batches=4)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+    aggregated = {}
+    for micro in metrics:
+        append_to_dict(aggregated, micro)
+    reduced = reduce_metrics(aggregated)
+    for key in ("actor/pg_loss", "kl_loss", "sent/kl_term", "sent/penalised_kl_mean", "sent/penalised_off_policy_frac",
+                "actor/pg_clipfrac"):
+        assert key in reduced, key
+    assert reduced["sent/kl_term"] > 0
+    assert 0 < reduced["sent/penalised_off_policy_frac"] <= 1
+    for key in ("sent/low_entropy_frac", "sent/high_cov_frac", "sent/entropy_cut", "sent/cov_cut",
+                "sent/entropy_p10", "sent/entropy_p50", "sent/entropy_p90", "sent/penalised_frac"):
+        assert key in step_metrics, key
+    assert step_metrics["sent/low_entropy_frac"] == pytest.approx(0.8, abs=0.01)
+    assert step_metrics["sent/entropy_p10"] < step_metrics["sent/entropy_p50"] < step_metrics["sent/entropy_p90"]
+
+
+def test_kl_term_equals_hand_computed_weighted_k3(actor_config, engine_batch, engine_loss):
+    """The SENT term is agg_loss(beta * k3(logp, ref)) over the global token count: check it by hand."""
+    cfg = actor_config(**{"policy_loss.high_cov_fraction": 0.1})
+    batch = engine_batch(PROMPTS, RESPONSES)
+    with_step_beta(batch, cfg.policy_loss)
+    _, _, metrics = engine_loss(partial(sent_actor_loss, config=cfg), batch, micro_batches=2)
+    got = sum(m["sent/kl_term"].aggregate() for m in metrics)
+
+    mask = batch.td["response_mask"].to_padded_tensor(0).bool()
+    logp = torch.nn.utils.rnn.pad_sequence(batch.current_response_log_probs(), batch_first=True)
+    ref = batch.td["ref_log_prob"].to_padded_tensor(0.0)
+    beta = padded_beta(batch.td[BETA_FIELD])
+    k3 = torch.exp(ref - logp) - (ref - logp) - 1
+    want = (beta * k3)[mask].sum() / mask.sum()
+    assert got == pytest.approx(float(want), rel=1e-5)
+
+
+@pytest.mark.parametrize("loss_agg_mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"])
+@pytest.mark.parametrize("dp_size,micro_batches", [(1, 2), (1, 4), (2, 1), (2, 2), (2, 4)])
+def test_global_scope_gradient_is_split_invariant(actor_config, engine_batch, engine_loss, loss_agg_mode, dp_size,
+                                                  micro_batches):
+    cfg = actor_config(**{"loss_agg_mode": loss_agg_mode, "kl_loss_coef": 0.001,
+                          "policy_loss.high_cov_fraction": 0.05})
+    batch = engine_batch(PROMPTS, RESPONSES, hole_every=5)
+    with_step_beta(batch, cfg.policy_loss)
+    loss_fn = partial(sent_actor_loss, config=cfg)
+    loss_1, grad_1, _ = engine_loss(loss_fn, batch, dp_size=1, micro_batches=1)
+    loss_n, grad_n, _ = engine_loss(loss_fn, batch, dp_size=dp_size, micro_batches=micro_batches)
+    assert loss_n == pytest.approx(loss_1, rel=1e-5)
+    torch.testing.assert_close(grad_n, grad_1, rtol=1e-5, atol=1e-7)
+
+
+def test_global_selection_is_independent_of_mini_batch_split(actor_config, engine_batch):
+    """Selecting over a whole step gives every token the same beta whichever mini-batch it is trained in;
+    selecting per mini-batch (what a loss-side selection does) does not."""
+    cfg = actor_config(**{"policy_loss.high_cov_fraction": 0.05})
+    batch = engine_batch(PROMPTS, RESPONSES)
+    with_step_beta(batch, cfg.policy_loss)
+    step_beta = padded_beta(batch.td[BETA_FIELD])
+    halves = [batch.rows(range(0, 4)), batch.rows(range(4, 8))]
+    per_half = [padded_beta(step_sent_beta(h.select("response_mask", "entropy", "old_log_probs", "advantages"),
+                                           cfg.policy_loss)[0][BETA_FIELD]) for h in halves]
+    assert not all(torch.equal(step_beta[i * 4:(i + 1) * 4, : b.shape[1]], b) for i, b in enumerate(per_half))
+
+
+def test_micro_batch_scope_depends_on_the_split(actor_config, engine_batch, engine_loss):
+    """The KL-Cov / released-code behaviour we offer for ablations: the gradient changes with the micro-batch
+    count (verl #7818). This is what `selection_scope=global` fixes."""
+    cfg = actor_config(**{"policy_loss.selection_scope": "micro_batch", "policy_loss.high_cov_fraction": 0.0002,
+                          "policy_loss.kl_target": "old"})
+    batch = engine_batch(PROMPTS, RESPONSES)
+    loss_fn = partial(sent_actor_loss, config=cfg)
+    _, grad_1, _ = engine_loss(loss_fn, batch, micro_batches=1)
+    _, grad_4, _ = engine_loss(loss_fn, batch, micro_batches=4)
+    assert not torch.allclose(grad_1, grad_4, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("micro_batches", [1, 2, 4])
+def test_equals_verl_kl_cov_in_its_special_case(actor_config, engine_batch, engine_loss, micro_batches):
+    """low_entropy_fraction=1, beta_low=0, beta_high=ppo_kl_coef, kl_target=old, unclipped base, micro-batch scope and
+    the same covariance ratio reproduce verl's own `kl_cov` loss and gradient."""
+    ratio, coef = 0.05, 0.7
+    common = {"kl_loss_coef": 0.0, "use_kl_loss": False}
+    kl_cov_cfg = actor_config(**common, **{"policy_loss.loss_mode": "kl_cov", "policy_loss.kl_cov_ratio": ratio,
+                                           "policy_loss.ppo_kl_coef": coef})
+    sent_cfg = actor_config(**common, **{
+        "policy_loss.base_loss_mode": "unclipped", "policy_loss.low_entropy_fraction": 1.0,
+        "policy_loss.high_cov_fraction": ratio, "policy_loss.beta_high": coef, "policy_loss.beta_low": 0.0,
+        "policy_loss.kl_target": "old", "policy_loss.selection_scope": "micro_batch"})
+    batch = engine_batch(PROMPTS, RESPONSES, off_policy=0.4)
+    loss_ref, grad_ref, _ = engine_loss(partial(ppo_loss, config=kl_cov_cfg), batch, micro_batches=micro_batches)
+    loss_ours, grad_ours, _ = engine_loss(partial(sent_actor_loss, config=sent_cfg), batch,
+                                          micro_batches=micro_batches)
+    assert loss_ours == pytest.approx(loss_ref, rel=1e-6)
+    torch.testing.assert_close(grad_ours, grad_ref, rtol=1e-6, atol=1e-8)
+    # and the penalty really acts (the equivalence is not two zero terms)
+    _, grad_plain, _ = engine_loss(partial(sent_actor_loss, config=actor_config(**common, **{
+        "policy_loss.base_loss_mode": "unclipped", "policy_loss.beta_high": 0.0, "policy_loss.beta_low": 0.0,
+        "policy_loss.kl_target": "old", "policy_loss.selection_scope": "micro_batch"})), batch,
+        micro_batches=micro_batches)
+    assert not torch.allclose(grad_plain, grad_ref)
+
+
+def test_zero_betas_reduce_to_verl_ppo_loss(actor_config, engine_batch, engine_loss):
+    """With beta_high = beta_low = 0 SENT is exactly verl's vanilla loss (+ uniform KL) through ppo_loss."""
+    sent_cfg = actor_config(**{"kl_loss_coef": 0.001, "policy_loss.beta_high": 0.0, "policy_loss.beta_low": 0.0})
+    vanilla_cfg = actor_config(**{"kl_loss_coef": 0.001, "policy_loss.loss_mode": "vanilla"})
+    batch = engine_batch(PROMPTS, RESPONSES)
+    with_step_beta(batch, sent_cfg.policy_loss)
+    loss_a, grad_a, _ = engine_loss(partial(sent_actor_loss, config=sent_cfg), batch, micro_batches=2)
+    loss_b, grad_b, _ = engine_loss(partial(ppo_loss, config=vanilla_cfg), batch, micro_batches=2)
+    assert loss_a == pytest.approx(loss_b, rel=1e-6)
+    torch.testing.assert_close(grad_a, grad_b)
+
+
+def test_micro_batch_scope_prefers_current_policy_entropy(actor_config, engine_batch):
+    """With actor.calculate_entropy the engine hands the current entropy in model_output; micro-batch selection uses it."""
+    from verl.utils import tensordict_utils as tu
+
+    cfg = actor_config(**{"policy_loss.selection_scope": "micro_batch", "policy_loss.low_entropy_fraction": 0.5,
+                          "policy_loss.high_cov_fraction": 0.2})
+    batch = engine_batch(PROMPTS[:2], RESPONSES[:2])
+    data = batch.rows(range(2))
+    tu.assign_non_tensor(data, dp_size=1, batch_num_tokens=batch.num_valid_tokens(), global_batch_size=2)
+    out = batch.model_output(range(2))
+    _, m_old = sent_actor_loss(cfg, out, data)
+    seq_values = torch.arange(sum(batch.seq_lens), dtype=torch.float32) % 3.0  # an unrelated entropy pattern
+    out["entropy"] = torch.nested.nested_tensor_from_jagged(seq_values, offsets=out["log_probs"].offsets())
+    _, m_new = sent_actor_loss(cfg, out, data)
+    assert m_old["sent/entropy_cut"].aggregate() != m_new["sent/entropy_cut"].aggregate()
+
+
+def _micro(batch, rows=range(2)):
+    from verl.utils import tensordict_utils as tu
+
+    data = batch.rows(rows)
+    tu.assign_non_tensor(data, dp_size=1, batch_num_tokens=batch.num_valid_tokens(rows), global_batch_size=len(rows))
+    return data
+
+
+def test_missing_ref_log_prob_is_named(actor_config, engine_batch):
+    cfg = actor_config()
+    batch = engine_batch(PROMPTS[:2], RESPONSES[:2])
+    with_step_beta(batch, cfg.policy_loss)
+    del batch.td["ref_log_prob"]
+    with pytest.raises(KeyError, match="ref_log_prob"):
+        sent_actor_loss(cfg, batch.model_output(range(2)), _micro(batch))
+
+
+def test_missing_step_beta_is_named(actor_config, engine_batch):
+    cfg = actor_config()
+    batch = engine_batch(PROMPTS[:2], RESPONSES[:2])
+    with pytest.raises(KeyError, match=BETA_FIELD):
+        sent_actor_loss(cfg, batch.model_output(range(2)), _micro(batch))
+
+
+@pytest.mark.parametrize("field", ["entropy", "old_log_probs", "advantages"])
+def test_non_finite_step_fields_are_named(actor_config, engine_batch, field):
+    cfg = actor_config()
+    batch = engine_batch(PROMPTS[:2], RESPONSES[:2])
+    rows = [t.clone() for t in batch.td[field].unbind()]
+    rows[1][3] = float("nan")
+    batch.td[field] = torch.nested.as_nested_tensor(rows, layout=torch.jagged)
+    expected = {"old_log_probs": "log_prob"}.get(field, field)
+    with pytest.raises(RuntimeError, match=expected):
+        step_sent_beta(batch.td.select("response_mask", "entropy", "old_log_probs", "advantages"), cfg.policy_loss)
+
+
+def test_missing_step_field_is_named(actor_config, engine_batch):
+    batch = engine_batch(PROMPTS[:2], RESPONSES[:2])
+    with pytest.raises(KeyError, match="entropy"):
+        step_sent_beta(batch.td.select("response_mask", "old_log_probs", "advantages"), actor_config().policy_loss)
+
+
+def test_non_finite_current_log_prob_is_named(actor_config, engine_batch):
+    cfg = actor_config(**{"policy_loss.selection_scope": "micro_batch"})
+    batch = engine_batch(PROMPTS[:2], RESPONSES[:2])
+    out = batch.model_output(range(2))
+    values = out["log_probs"].values().detach().clone()
+    values[6] = float("nan")
+    out["log_probs"] = torch.nested.nested_tensor_from_jagged(values, offsets=out["log_probs"].offsets())
+    with pytest.raises(RuntimeError, match="log_prob"):
+        sent_actor_loss(cfg, out, _micro(batch))
+
+
+def test_sent_mode_under_plain_ppo_loss_explains_itself(actor_config, engine_batch):
+    cfg = actor_config()
+    batch = engine_batch(PROMPTS[:2], RESPONSES[:2])
+    with pytest.raises(RuntimeError, match="recipe.sent.main_sent"):
+        ppo_loss(cfg, batch.model_output(range(2)), _micro(batch))
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("kl_target", "reference", "kl_target"),
+    ("selection_scope", "mini_batch", "selection_scope"),
+    ("base_loss_mode", "sent", "base_loss_mode"),
+    ("low_entropy_fraction", 1.5, "low_entropy_fraction"),
+    ("beta_high", -0.1, "beta_high"),
+])
+def test_invalid_config_values_are_rejected(actor_config, key, value, match):
+    with pytest.raises(Exception, match=match):
+        actor_config(**{f"policy_loss.{key}": value})

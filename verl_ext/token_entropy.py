@@ -1,0 +1,213 @@
+"""SENT's token-level selection: which response tokens get a KL penalty, and how strong.
+
+Pure torch (no verl, Ray or Hydra). Every statistic is computed over the valid tokens (mask != 0) of the
+tensors passed in, so the caller decides the *selection scope*: pass a whole training step to get a
+scope that does not depend on the micro-batch split, or one micro-batch to reproduce KL-Cov and the
+authors' release.
+
+On an accelerator the selection never reads a value back to the host: cut-offs are found by sorting
+and gathering at a tensor index instead of `topk(k=int)`, and no boolean indexing (which has a
+data-dependent output shape) is used. On the CPU, where a host read is free, `kthvalue` is used
+because it is several times faster than a full sort.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["SentSelection", "select_sent_tokens", "sent_token_weights", "masked_quantiles"]
+
+
+@dataclass
+class SentSelection:
+    """Per-token result of the selection, all shaped like the inputs.
+
+    `beta` is the KL coefficient per token (float32). `low_entropy` and `high_cov` are the sets T_low and
+    T_high. `entropy_cut` / `cov_cut` are the thresholds that were applied (scalars; +inf / -inf when the
+    set they cut is empty), `num_valid` the number of valid tokens.
+    """
+
+    beta: torch.Tensor
+    low_entropy: torch.Tensor
+    high_cov: torch.Tensor
+    entropy_cut: torch.Tensor
+    cov_cut: torch.Tensor
+    num_valid: torch.Tensor
+
+
+def sent_token_weights(
+    entropy: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    *,
+    low_entropy_fraction: float = 0.8,
+    entropy_threshold: float | None = None,
+    high_cov_fraction: float = 0.002,
+    cov_threshold: float | None = None,
+    low_cov_fraction: float | None = None,
+    beta_high: float = 0.2,
+    beta_low: float = 0.05,
+) -> torch.Tensor:
+    """KL coefficient beta_t per token (float32, shaped like `entropy`).
+
+    - T_low: valid tokens with H_t <= the k-th smallest valid entropy, k = max(1, floor(low_entropy_fraction
+      * N_valid)), ties at the cut included; or H_t < entropy_threshold when that is set.
+    - Cov_t = (logp_t - mean logp) * (A_t - mean A), means over all valid tokens passed in.
+    - T_high: tokens of T_low with Cov_t >= the k'-th largest Cov in T_low, k' = max(1, floor(high_cov_fraction
+      * |T_low|)), ties included; or Cov_t > cov_threshold when that is set.
+    - beta_t = beta_high on T_high, beta_low on T_low minus T_high, 0 elsewhere. With `low_cov_fraction`
+      (the released code's form) beta_low goes only to the k'' = max(1, floor(low_cov_fraction * |T_low|))
+      lowest-Cov tokens of T_low minus T_high.
+
+    An all-masked input returns zeros.
+    """
+    return select_sent_tokens(
+        entropy,
+        log_prob,
+        advantages,
+        response_mask,
+        low_entropy_fraction=low_entropy_fraction,
+        entropy_threshold=entropy_threshold,
+        high_cov_fraction=high_cov_fraction,
+        cov_threshold=cov_threshold,
+        low_cov_fraction=low_cov_fraction,
+        beta_high=beta_high,
+        beta_low=beta_low,
+    ).beta
+
+
+@torch.no_grad()
+def select_sent_tokens(
+    entropy: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    *,
+    low_entropy_fraction: float = 0.8,
+    entropy_threshold: float | None = None,
+    high_cov_fraction: float = 0.002,
+    cov_threshold: float | None = None,
+    low_cov_fraction: float | None = None,
+    beta_high: float = 0.2,
+    beta_low: float = 0.05,
+) -> SentSelection:
+    """`sent_token_weights` plus the sets and cut-offs behind it (for metrics and tests)."""
+    _check_fraction("low_entropy_fraction", low_entropy_fraction, required=entropy_threshold is None)
+    _check_fraction("high_cov_fraction", high_cov_fraction, required=cov_threshold is None)
+    _check_fraction("low_cov_fraction", low_cov_fraction, required=False)
+    _check_shapes(entropy=entropy, log_prob=log_prob, advantages=advantages, response_mask=response_mask)
+
+    valid = response_mask != 0
+    _check_finite("entropy", entropy, valid)
+    _check_finite("log_prob", log_prob, valid)
+    _check_finite("advantages", advantages, valid)
+
+    entropy = entropy.detach().float()
+    log_prob = log_prob.detach().float()
+    advantages = advantages.detach().float()
+    num_valid = valid.sum()
+    inf = torch.tensor(float("inf"), device=entropy.device)
+
+    # T_low
+    if entropy_threshold is not None:
+        entropy_cut = torch.tensor(float(entropy_threshold), device=entropy.device)
+        low = valid & (entropy < entropy_cut)
+    else:
+        k = _fraction_count(low_entropy_fraction, num_valid)
+        entropy_cut = _kth_smallest(torch.where(valid, entropy, inf), k)
+        low = valid & (entropy <= entropy_cut)
+
+    # Cov_t, centred over every valid token of the scope (not only T_low).
+    denom = num_valid.clamp(min=1)
+    mean_logp = torch.where(valid, log_prob, 0.0).sum() / denom
+    mean_adv = torch.where(valid, advantages, 0.0).sum() / denom
+    cov = (log_prob - mean_logp) * (advantages - mean_adv)
+
+    # T_high within T_low
+    num_low = low.sum()
+    if cov_threshold is not None:
+        cov_cut = torch.tensor(float(cov_threshold), device=cov.device)
+        high = low & (cov > cov_cut)
+    else:
+        k_high = _fraction_count(high_cov_fraction, num_low)
+        cov_cut = -_kth_smallest(torch.where(low, -cov, inf), k_high)  # k'-th largest
+        high = low & (cov >= cov_cut)
+
+    rest = low & ~high
+    if low_cov_fraction is not None:
+        k_low_cov = _fraction_count(low_cov_fraction, num_low)
+        low_cov_cut = _kth_smallest(torch.where(rest, cov, inf), k_low_cov)
+        rest = rest & (cov <= low_cov_cut)
+
+    zero = torch.zeros((), dtype=torch.float32, device=entropy.device)
+    beta = torch.where(high, beta_high, torch.where(rest, beta_low, zero)).to(torch.float32)
+    return SentSelection(
+        beta=beta, low_entropy=low, high_cov=high, entropy_cut=entropy_cut, cov_cut=cov_cut, num_valid=num_valid
+    )
+
+
+@torch.no_grad()
+def masked_quantiles(values: torch.Tensor, mask: torch.Tensor, qs: tuple[float, ...]) -> torch.Tensor:
+    """Quantiles (linear interpolation, like `torch.quantile`) of `values` over positions where mask != 0.
+
+    Returns NaN for an all-masked input. Used for metrics only.
+    """
+    valid = mask != 0
+    n = valid.sum()
+    ordered = torch.sort(torch.where(valid, values.float(), float("inf")).flatten()).values
+    q = torch.tensor(qs, dtype=torch.float64, device=values.device)
+    pos = q * (n - 1).clamp(min=0).double()
+    lo, hi = pos.floor().long(), pos.ceil().long()
+    frac = (pos - lo.double()).float()
+    out = ordered[lo] + (ordered[hi] - ordered[lo]) * frac
+    # (hi == lo) avoids inf - inf = nan when a quantile hits exactly one element
+    out = torch.where(hi == lo, ordered[lo], out)
+    return torch.where(n > 0, out, torch.full_like(out, float("nan")))
+
+
+def _fraction_count(fraction: float, count: torch.Tensor) -> torch.Tensor:
+    """max(1, floor(fraction * count)) as a tensor; float64 so it matches Python's `int(fraction * n)`."""
+    return torch.floor(count.double() * fraction).long().clamp(min=1)
+
+
+def _kth_smallest(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """The k-th smallest (1-based) entry of `values`, with masked entries already set to +inf.
+
+    When fewer than k entries are finite the result is +inf, which selects nothing further down.
+    """
+    flat = values.flatten()
+    if flat.numel() == 0:
+        return torch.tensor(float("inf"), device=values.device)
+    if flat.device.type == "cpu":
+        return torch.kthvalue(flat, min(int(k), flat.numel())).values
+    index = (k - 1).clamp(max=flat.numel() - 1).reshape(1)
+    return torch.sort(flat).values.gather(0, index).squeeze(0)
+
+
+def _check_fraction(name: str, value: float | None, *, required: bool) -> None:
+    if value is None:
+        if required:
+            raise ValueError(f"{name} must be set when its threshold form is not used")
+        return
+    if not 0.0 < float(value) <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+
+
+def _check_shapes(**tensors: torch.Tensor) -> None:
+    reference_name, reference = next(iter(tensors.items()))
+    for name, tensor in tensors.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+        if tensor.shape != reference.shape:
+            raise ValueError(
+                f"{name} has shape {tuple(tensor.shape)} but {reference_name} has shape {tuple(reference.shape)}"
+            )
+
+
+def _check_finite(name: str, tensor: torch.Tensor, valid: torch.Tensor) -> None:
+    # _assert_async: raises at once on the CPU, and on an accelerator fails the stream without a host sync.
+    ok = (torch.isfinite(tensor) | ~valid).all()
+    torch._assert_async(ok, f"{name} has NaN or inf at valid (response_mask != 0) positions")
