@@ -29,7 +29,7 @@ demo: $(STAMP)
 	$(PY) -m recipe.sent.demo $(DEMO_ARGS)
 
 bench: $(STAMP)
-	$(PY) -m bench.run_all
+	$(PY) -m bench.bench_loss --write
 
 clean-venv:
 	rm -rf $(VENV)

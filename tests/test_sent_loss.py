@@ -230,3 +230,24 @@ def test_sent_mode_under_plain_ppo_loss_explains_itself(actor_config, engine_bat
 def test_invalid_config_values_are_rejected(actor_config, key, value, match):
     with pytest.raises(Exception, match=match):
         actor_config(**{f"policy_loss.{key}": value})
+
+
+def test_sent_term_math_never_reads_values_back():
+    """SENT's per-micro-batch math (KL estimators, weighting, global-normalised aggregation, its metrics) on the meta
+    device, where any host read raises: the loss adds no device-to-host sync of its own."""
+    from verl.trainer.ppo.core_algos import agg_loss
+
+    from recipe.sent.losses import _loss_metrics, _token_kl
+
+    meta = torch.device("meta")
+    log_prob, old, ref, beta = (torch.empty(4, 32, device=meta) for _ in range(4))
+    mask = torch.empty(4, 32, dtype=torch.bool, device=meta)
+    extra = {"ref_log_prob": ref}
+    for target in ("ref", "old"):
+        cfg = SentPolicyLossConfig(loss_mode="sent", kl_target=target)
+        kl = _token_kl(log_prob, old, extra, cfg)
+        for mode in ("token-mean", "seq-mean-token-mean"):
+            term = agg_loss(loss_mat=beta * kl, loss_mask=mask, loss_agg_mode=mode, dp_size=2, batch_num_tokens=100,
+                            global_batch_size=8)
+            assert term.device == meta
+        assert all(v.device == meta for v in _loss_metrics(beta, kl, log_prob, old, mask).values())

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from verl_ext.token_entropy import _kth_smallest, masked_quantiles, select_sent_tokens, sent_token_weights
+from verl_ext.token_entropy import _kth_smallest, _select, masked_quantiles, select_sent_tokens, sent_token_weights
 
 
 def brute_force_weights(entropy, log_prob, advantages, mask, *, low_entropy_fraction=0.8, entropy_threshold=None,
@@ -86,6 +86,22 @@ def test_matches_brute_force(name, kwargs, mask_dtype, seed):
     want = brute_force_weights(entropy, log_prob, advantages, mask, **kwargs)
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, want)
+
+
+def dense_path_weights(entropy, log_prob, advantages, mask, **kwargs):
+    """The accelerator path (masked tensors, no gathering), run on the CPU."""
+    defaults = dict(low_entropy_fraction=0.8, entropy_threshold=None, high_cov_fraction=0.002, cov_threshold=None,
+                    low_cov_fraction=None, beta_high=0.2, beta_low=0.05)
+    return _select(entropy, log_prob, advantages, mask != 0, **{**defaults, **kwargs}).beta
+
+
+@pytest.mark.parametrize("mask_dtype", [torch.bool, torch.float32])
+@pytest.mark.parametrize("name,kwargs", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("ties", [False, True])
+def test_accelerator_path_matches_brute_force(name, kwargs, mask_dtype, ties):
+    entropy, log_prob, advantages, mask = random_inputs(seed=7, mask_dtype=mask_dtype, ties=ties)
+    got = dense_path_weights(entropy, log_prob, advantages, mask, **kwargs)
+    torch.testing.assert_close(got, brute_force_weights(entropy, log_prob, advantages, mask, **kwargs))
 
 
 @pytest.mark.parametrize("name,kwargs", CASES, ids=[c[0] for c in CASES])
@@ -187,3 +203,17 @@ def test_gradients_do_not_flow_through_the_selection():
     log_prob.requires_grad_(True)
     beta = sent_token_weights(entropy, log_prob, advantages, mask)
     assert not beta.requires_grad
+
+
+@pytest.mark.parametrize("name,kwargs", CASES, ids=[c[0] for c in CASES])
+def test_accelerator_path_never_reads_values_back(name, kwargs):
+    """On the meta device every host read (`.item()`, `int(tensor)`, boolean indexing, `topk(k=tensor)`) raises, so
+    running the non-CPU path there proves it is free of device-to-host syncs (what CUDA's sync debug mode checks)."""
+    meta = torch.device("meta")
+    entropy, log_prob, advantages = (torch.empty(6, 40, device=meta) for _ in range(3))
+    mask = torch.empty(6, 40, dtype=torch.bool, device=meta)
+    selection = select_sent_tokens(entropy, log_prob, advantages, mask, **kwargs)
+    assert selection.beta.device == meta and selection.beta.shape == (6, 40)
+    assert masked_quantiles(entropy, mask, (0.1, 0.5, 0.9)).shape == (3,)
+    with pytest.raises((RuntimeError, NotImplementedError)):
+        entropy[mask]  # the check has teeth: a data-dependent op fails here

@@ -118,7 +118,7 @@ def compute_policy_loss_sent(
                 "field `entropy` is present (set actor.calculate_entropy=True)"
             )
         selection = select_sent_tokens(
-            entropy.detach(), log_prob.detach(), advantages, response_mask, **_selection_kwargs(policy_loss_cfg)
+            entropy.detach(), log_prob.detach(), advantages, response_mask, **selection_kwargs(policy_loss_cfg)
         )
         beta = selection.beta.to(log_prob.dtype)
 
@@ -180,7 +180,8 @@ def selection_metrics(selection: SentSelection, entropy: torch.Tensor, response_
     }
 
 
-def _selection_kwargs(policy_loss_cfg) -> dict:
+def selection_kwargs(policy_loss_cfg) -> dict:
+    """Keyword arguments of `verl_ext.token_entropy.sent_token_weights` taken from a SentPolicyLossConfig."""
     return {
         "low_entropy_fraction": policy_loss_cfg.low_entropy_fraction,
         "entropy_threshold": policy_loss_cfg.entropy_threshold,

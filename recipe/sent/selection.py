@@ -12,7 +12,7 @@ import torch
 from tensordict import TensorDict
 from verl.workers.utils.padding import response_to_nested
 
-from recipe.sent.losses import BETA_FIELD, _selection_kwargs, selection_metrics
+from recipe.sent.losses import BETA_FIELD, selection_kwargs, selection_metrics
 from verl_ext.token_entropy import select_sent_tokens
 
 STEP_FIELDS = ("response_mask", "entropy", "old_log_probs", "advantages")
@@ -34,7 +34,7 @@ def step_sent_beta(step_batch: TensorDict, policy_loss_cfg) -> tuple[TensorDict,
         padded["old_log_probs"],
         padded["advantages"],
         mask,
-        **_selection_kwargs(policy_loss_cfg),
+        **selection_kwargs(policy_loss_cfg),
     )
     beta = selection.beta
     if nested_mask.is_nested:

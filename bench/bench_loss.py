@@ -1,0 +1,153 @@
+"""Speed of SENT's loss against verl's own losses, as ratios measured in one run.
+
+1. Forward + backward of the full actor loss on (8, 4096) response tokens in the engine's layout (nested
+   tensors in a TensorDict, as verl's FSDP engine hands them over): verl `ppo_loss` with `vanilla` and with
+   `kl_cov`, and `sent_actor_loss` with the global scope (beta from the step) and the micro-batch scope.
+   Target: SENT <= 1.5x vanilla.
+2. The per-step global selection over 2048 x 2048 tokens (`select_sent_tokens`, plus the trainer's nested
+   <-> padded conversions) against one vanilla forward + backward over the same tokens.
+   Target: selection <= 1x.
+
+    python -m bench.bench_loss [--repeats 7] [--write]     (--write updates bench/RESULTS.md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from tensordict import TensorDict
+from verl.trainer.ppo.core_algos import compute_policy_loss_vanilla
+from verl.utils.config import omega_conf_to_dataclass
+from verl.workers.utils.losses import ppo_loss
+
+from recipe.sent.losses import BETA_FIELD, sent_actor_loss
+from recipe.sent.rollout_shaped import engine_inputs, rollout_like
+from recipe.sent.selection import step_sent_beta
+from verl_ext.token_entropy import select_sent_tokens
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def actor_cfg(**policy_loss):
+    base = {
+        "_target_": "verl.workers.config.FSDPActorConfig", "strategy": "fsdp", "ppo_mini_batch_size": 8,
+        "ppo_micro_batch_size_per_gpu": 8, "rollout_n": 1, "use_kl_loss": True, "kl_loss_coef": 0.001,
+        "kl_loss_type": "low_var_kl", "loss_agg_mode": "token-mean", "clip_ratio": 0.2,
+        "policy_loss": {"_target_": "recipe.sent.config.SentPolicyLossConfig", **policy_loss},
+    }
+    return omega_conf_to_dataclass(OmegaConf.create(base))
+
+
+def time_it(fn, repeats: int) -> float:
+    fn()  # warm-up
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def bench_actor_loss(repeats: int) -> list[tuple[str, float]]:
+    td, values, offsets = engine_inputs(8, 4096)
+    configs = {
+        "verl vanilla (ppo_loss)": (ppo_loss, actor_cfg(loss_mode="vanilla")),
+        "verl kl_cov (ppo_loss)": (ppo_loss, actor_cfg(loss_mode="kl_cov", kl_cov_ratio=0.002, ppo_kl_coef=1.0)),
+        "SENT, global scope": (sent_actor_loss, actor_cfg(loss_mode="sent")),
+        "SENT, micro-batch scope": (sent_actor_loss, actor_cfg(loss_mode="sent", selection_scope="micro_batch")),
+        "SENT released preset": (sent_actor_loss, actor_cfg(
+            loss_mode="sent", base_loss_mode="unclipped", kl_target="old", selection_scope="micro_batch",
+            high_cov_fraction=0.0002, low_cov_fraction=0.0002)),
+    }
+    beta, _ = step_sent_beta(td.select("response_mask", "entropy", "old_log_probs", "advantages"),
+                             configs["SENT, global scope"][1].policy_loss)
+    td[BETA_FIELD] = beta[BETA_FIELD]
+
+    def run(loss_fn):
+        leaf = values.clone().requires_grad_(True)
+        out = {"log_probs": torch.nested.nested_tensor_from_jagged(leaf, offsets=offsets)}
+        loss, _ = loss_fn(model_output=out, data=td)
+        loss.backward()
+
+    return [(name, time_it(partial(run, partial(fn, config=cfg)), repeats)) for name, (fn, cfg) in configs.items()]
+
+
+def bench_global_selection(repeats: int) -> list[tuple[str, float]]:
+    rows = cols = 2048
+    lengths, entropy, log_prob, old, _, adv, _ = rollout_like(rows, cols, seed=1)
+    mask = torch.arange(cols).unsqueeze(0) < lengths.unsqueeze(1)
+    policy = actor_cfg(loss_mode="sent").policy_loss
+    cfg = OmegaConf.create({"clip_ratio": 0.2, "clip_ratio_low": None, "clip_ratio_high": None, "clip_ratio_c": 3.0,
+                            "global_batch_info": {}})
+
+    def vanilla():
+        leaf = log_prob.clone().requires_grad_(True)
+        loss, _ = compute_policy_loss_vanilla(old, leaf, adv, mask, "token-mean", cfg)
+        loss.backward()
+
+    def selection():
+        select_sent_tokens(entropy, old, adv, mask, low_entropy_fraction=0.8, high_cov_fraction=0.002)
+
+    nested = TensorDict({
+        "response_mask": torch.nested.as_nested_tensor([mask[i, : lengths[i]].long() for i in range(rows)],
+                                                        layout=torch.jagged),
+        **{name: torch.nested.as_nested_tensor([t[i, : lengths[i]] for i in range(rows)], layout=torch.jagged)
+           for name, t in (("entropy", entropy), ("old_log_probs", old), ("advantages", adv))},
+    }, batch_size=[rows])
+
+    return [
+        ("verl vanilla forward+backward (same tokens)", time_it(vanilla, repeats)),
+        ("SENT global selection (math)", time_it(selection, repeats)),
+        ("SENT global selection + nested<->padded + metrics", time_it(lambda: step_sent_beta(nested, policy), repeats)),
+    ]
+
+
+def table(title: str, rows: list[tuple[str, float]], baseline: str) -> str:
+    base = dict(rows)[baseline]
+    lines = [f"### {title}", "", "| variant | median time (ms) | ratio vs baseline |", "|---|---:|---:|"]
+    lines += [f"| {name} | {seconds * 1e3:.1f} | {seconds / base:.2f}x |" for name, seconds in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--write", action="store_true", help="write the tables into bench/RESULTS.md")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    loss_rows = bench_actor_loss(args.repeats)
+    selection_rows = bench_global_selection(max(3, args.repeats // 2))
+    report = "\n\n".join([
+        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}; median of {args.repeats} runs after a warm-up.",
+        table("Actor loss forward + backward, (8, 4096) tokens, engine layout (target: SENT <= 1.5x vanilla)",
+              loss_rows, "verl vanilla (ppo_loss)"),
+        table("Per-step global selection, 2048 x 2048 tokens (target: <= 1x one vanilla forward+backward)",
+              selection_rows, "verl vanilla forward+backward (same tokens)"),
+    ])
+    print(report)
+    if args.write:
+        write_section(RESULTS, "loss", report)
+
+
+def write_section(path: Path, name: str, body: str) -> None:
+    """Replace (or append) the block between `<!-- name:start -->` and `<!-- name:end -->` in RESULTS.md."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = path.read_text() if path.exists() else "# Benchmark results\n\nWritten by the scripts in bench/.\n"
+    block = f"{start}\n{body}\n{end}"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
