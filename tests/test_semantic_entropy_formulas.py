@@ -1,0 +1,56 @@
+"""Semantic entropy formulas (natural log): discrete from counts, likelihood-weighted from sequence log-probs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from verl_ext.semantic_entropy import semantic_entropy
+
+
+def test_discrete():
+    assert semantic_entropy([0, 0, 0, 0]) == 0.0
+    assert semantic_entropy([0, 1]) == pytest.approx(math.log(2))
+    assert semantic_entropy(list(range(8))) == pytest.approx(math.log(8))
+    # counts 4, 2, 1, 1 of 8
+    p = [0.5, 0.25, 0.125, 0.125]
+    assert semantic_entropy([0, 0, 0, 0, 1, 1, 2, 3]) == pytest.approx(-sum(x * math.log(x) for x in p))
+    # ids are labels only
+    assert semantic_entropy([7, 7, 3]) == semantic_entropy([0, 0, 1])
+    assert semantic_entropy([]) == 0.0
+
+
+def test_weighted_matches_definition():
+    ids = [0, 0, 1, 2]
+    lps = [math.log(0.1), math.log(0.2), math.log(0.3), math.log(0.4)]
+    mass = [0.3, 0.3, 0.4]
+    z = sum(mass)
+    expected = -sum((m / z) * math.log(m / z) for m in mass)
+    assert semantic_entropy(ids, lps) == pytest.approx(expected)
+
+
+def test_weighted_equal_probs_equals_discrete():
+    ids = [0, 0, 1, 2, 2, 2]
+    assert semantic_entropy(ids, [-3.0] * 6) == pytest.approx(semantic_entropy(ids))
+
+
+def test_weighted_no_underflow_for_long_sequences():
+    # sequence log-probs of long chains of thought: exp() underflows to 0 without log-space arithmetic
+    ids = [0, 1]
+    h = semantic_entropy(ids, [-5000.0, -5000.0])
+    assert h == pytest.approx(math.log(2))
+    assert semantic_entropy(ids, [-5000.0, -9000.0]) == pytest.approx(0.0, abs=1e-12)
+    assert semantic_entropy([0, 1], [float("-inf"), float("-inf")]) == pytest.approx(math.log(2))  # falls back
+
+
+def test_weighted_bad_input():
+    with pytest.raises(ValueError):
+        semantic_entropy([0, 1], [-1.0])
+    with pytest.raises(ValueError):
+        semantic_entropy([0, 1], [-1.0, float("nan")])
+
+
+def test_bounds():
+    for m in (2, 4, 8, 16):
+        assert 0.0 <= semantic_entropy([i % 3 for i in range(m)]) <= math.log(m) + 1e-12

@@ -1,0 +1,42 @@
+"""``python -m verl_ext.semantic_entropy key=value ...``: the scoring job with ``configs/score_semantic_entropy.yaml``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+def main() -> None:
+    import hydra
+    from omegaconf import OmegaConf
+
+    config_dir = os.environ.get("SENT_CONFIG_DIR", str(CONFIG_DIR))
+    if not (Path(config_dir) / "score_semantic_entropy.yaml").exists():
+        sys.exit(f"score_semantic_entropy.yaml not found in {config_dir}; set SENT_CONFIG_DIR to the repo's configs/")
+
+    @hydra.main(config_path=config_dir, config_name="score_semantic_entropy", version_base="1.3")
+    def _run(cfg) -> None:
+        from .job import BadInputError, run_job
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        print(OmegaConf.to_yaml(cfg), flush=True)
+        try:
+            res = run_job(cfg)
+        except BadInputError as e:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            sys.exit(2)
+        s = res.summary
+        if res.scored_path:
+            print(f"scored {s.get('rows_scored')} rows -> {res.scored_path} (bad rows: {s.get('bad_rows')})")
+            print(f"SE percentiles: {s.get('se_percentiles')}; corr(SE, pass rate) spearman={s.get('corr_se_pass_rate_spearman')}")
+            print(f"summary: {Path(res.output_dir) / 'summary.json'}; histogram: {s.get('histogram_png')}")
+
+    _run()
+
+
+if __name__ == "__main__":
+    main()

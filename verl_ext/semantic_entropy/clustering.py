@@ -1,0 +1,351 @@
+"""Answer clustering by mathematical equivalence (math-verify), fast and hang-proof.
+
+1. Extract each response's final answer (``answers.extract_answer``).
+2. Bucket answers by a meaning-preserving normalised key (``answers.normalize_key``): identical keys are equivalent.
+3. Merge buckets whose representatives are equivalent by a *symmetric* math-verify check
+   (``verify(a, b) and verify(b, a)``), transitively (union-find). Only representatives are compared.
+
+math-verify's own timeout is signal based and only works in a main thread, so the checks run in worker processes
+(each worker's main thread, with math-verify's per-call timeouts on), and the parent additionally bounds every task:
+a worker that overruns is killed, the pool restarted, and that prompt falls back to bucket-only clustering.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures as cf
+import functools
+import multiprocessing as mp
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .answers import extract_answer, normalize_key
+
+UNPARSEABLE_MODES = ("singleton", "shared")
+
+
+# ----------------------------------------------------------------------------------------------- math-verify calls
+def _mv_parse(answer: str, timeout_s: float):
+    from math_verify import parse
+
+    text = answer if "\\boxed" in answer else "\\boxed{" + answer + "}"
+    try:
+        return parse(text, parsing_timeout=max(1, int(round(timeout_s))))
+    except Exception:  # noqa: BLE001 - math-verify raises on pathological input; treat as unparseable
+        return []
+
+
+def _mv_verify(gold, target, timeout_s: float) -> bool:
+    from math_verify import verify
+
+    try:
+        return bool(verify(gold, target, timeout_seconds=max(1, int(round(timeout_s)))))
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _cached_parse(answer: str, timeout_s: float):
+    return _mv_parse(answer, timeout_s)
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def _cached_equiv(a: str, b: str, timeout_s: float) -> bool:
+    pa, pb = _cached_parse(a, timeout_s), _cached_parse(b, timeout_s)
+    return _mv_verify(pa, pb, timeout_s) and _mv_verify(pb, pa, timeout_s)
+
+
+def merge_task(
+    reps: Sequence[str], ground_truth: str | None, timeout_s: float, cache: bool = True
+) -> tuple[list[int], list[bool], list[bool]]:
+    """Work unit run in a worker process for one prompt.
+
+    Returns ``(parent, parsed, correct)``: ``parent[i]`` is the union-find root of representative ``i`` after
+    symmetric merging; ``parsed[i]`` whether math-verify could parse it; ``correct[i]`` whether it verifies against
+    ``ground_truth`` (False when no ground truth is given).
+
+    With ``cache`` the worker memoises parses and pairwise verdicts across prompts (math-verify is deterministic;
+    answers such as small integers recur across a dataset's prompts).
+    """
+    if cache:
+        parsed_exprs = [_cached_parse(r, timeout_s) for r in reps]
+    else:
+        parsed_exprs = [_mv_parse(r, timeout_s) for r in reps]
+    parsed = [len(p) > 0 for p in parsed_exprs]
+    parent = list(range(len(reps)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(len(reps)):
+        if not parsed[i]:
+            continue
+        for j in range(i + 1, len(reps)):
+            if not parsed[j] or find(i) == find(j):
+                continue
+            if cache:
+                a, b = sorted((reps[i], reps[j]))
+                equal = _cached_equiv(a, b, timeout_s)
+            else:
+                equal = _mv_verify(parsed_exprs[i], parsed_exprs[j], timeout_s) and _mv_verify(
+                    parsed_exprs[j], parsed_exprs[i], timeout_s
+                )
+            if equal:
+                parent[find(j)] = find(i)
+    roots = [find(i) for i in range(len(reps))]
+    correct = [False] * len(reps)
+    if ground_truth is not None and str(ground_truth).strip():
+        gold = _mv_parse(str(ground_truth), timeout_s)
+        if gold:
+            verdict: dict[int, bool] = {}
+            for i in range(len(reps)):
+                if parsed[i]:
+                    r = roots[i]
+                    if r not in verdict:  # one check per merged cluster
+                        verdict[r] = _mv_verify(gold, parsed_exprs[r], timeout_s)
+                    correct[i] = verdict[r]
+    return roots, parsed, correct
+
+
+def merge_many(tasks: Sequence[tuple[Sequence[str], str | None]], timeout_s: float, cache: bool = True) -> list:
+    """``merge_task`` over a chunk of prompts (one round trip to the worker)."""
+    return [merge_task(reps, gt, timeout_s, cache) for reps, gt in tasks]
+
+
+def _warm() -> bool:
+    import math_verify  # noqa: F401
+
+    _mv_parse("1", 1.0)
+    return True
+
+
+# --------------------------------------------------------------------------------------------------- worker pool
+class MathVerifyPool:
+    """Process pool for math-verify with a hard per-task deadline.
+
+    ``num_workers=0`` runs in-process (math-verify's signal timeout then only applies in the main thread).
+    """
+
+    def __init__(
+        self, num_workers: int = 2, timeout_s: float = 5.0, start_method: str = "spawn", cache: bool = True, chunk_size: int = 16
+    ):
+        self.num_workers = int(num_workers)
+        self.timeout_s = float(timeout_s)
+        self.cache = bool(cache)
+        self.chunk_size = max(1, int(chunk_size))
+        self.start_method = start_method
+        self.timeouts = 0
+        self._ex: cf.ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+        if self.num_workers > 0:
+            self._start()
+
+    def _start(self) -> None:
+        self._ex = cf.ProcessPoolExecutor(self.num_workers, mp_context=mp.get_context(self.start_method))
+        # warm-up (imports sympy/math-verify) runs in the background, overlapping with model start-up
+        self._warmups = [self._ex.submit(_warm) for _ in range(self.num_workers)]
+
+    def wait_ready(self) -> None:
+        """Block until every worker has imported math-verify (start-up otherwise overlaps with other work)."""
+        for f in getattr(self, "_warmups", []):
+            f.result()
+
+    def _restart(self) -> None:
+        ex, self._ex = self._ex, None
+        if ex is not None:
+            for p in list((getattr(ex, "_processes", None) or {}).values()):
+                try:
+                    p.kill()
+                except Exception:  # noqa: BLE001
+                    pass
+            ex.shutdown(wait=False, cancel_futures=True)
+        self._start()
+
+    def _deadline(self, n_reps: int, has_gt: bool) -> float:
+        calls = 2 * n_reps + n_reps * (n_reps - 1) + (n_reps + 1 if has_gt else 0)
+        return self.timeout_s * calls + 5.0
+
+    def map_merge(self, tasks: Sequence[tuple[Sequence[str], str | None]]) -> list[tuple[list[int], list[bool], list[bool]]]:
+        """Run ``merge_task`` for every (representatives, ground_truth); order preserved.
+
+        Prompts travel in chunks (fewer round trips); a chunk that overruns its deadline is retried prompt by prompt,
+        and a single prompt that overruns falls back to bucket-only clustering (counted in ``self.timeouts``).
+        """
+        if self.num_workers <= 0:
+            return [merge_task(list(r), gt, self.timeout_s, self.cache) for r, gt in tasks]
+        with self._lock:
+            results: list = [None] * len(tasks)
+            chunks = [list(range(i, min(len(tasks), i + self.chunk_size))) for i in range(0, len(tasks), self.chunk_size)]
+            retry = self._run_chunks(tasks, chunks, results)
+            if retry:
+                self._run_chunks(tasks, [[i] for i in retry], results, give_up=True)
+            return results
+
+    def _run_chunks(self, tasks, chunks, results, give_up: bool = False) -> list[int]:
+        pending = list(chunks)
+        failed: list[int] = []
+        while pending:
+            futs = [(c, self._ex.submit(merge_many, [(list(tasks[i][0]), tasks[i][1]) for i in c], self.timeout_s, self.cache)) for c in pending]
+            pending = []
+            broken = False
+            for c, fut in futs:
+                if broken:  # the pool was restarted: resubmit what was queued on the dead one
+                    pending.append(c)
+                    continue
+                deadline = sum(self._deadline(len(tasks[i][0]), tasks[i][1] is not None) for i in c)
+                try:
+                    for i, r in zip(c, fut.result(timeout=deadline)):
+                        results[i] = r
+                except (cf.TimeoutError, cf.process.BrokenProcessPool):
+                    broken = True
+                    if give_up:  # a pathological answer hung (or crashed) a worker: no merging for this prompt
+                        self.timeouts += 1
+                        for i in c:
+                            n = len(tasks[i][0])
+                            results[i] = (list(range(n)), [True] * n, [False] * n)
+                    else:
+                        failed.extend(c)
+            if broken:
+                self._restart()
+        return failed
+
+    def close(self) -> None:
+        if self._ex is not None:
+            self._ex.shutdown(wait=True, cancel_futures=True)
+            self._ex = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+_DEFAULT_POOL: MathVerifyPool | None = None
+
+
+def default_pool() -> MathVerifyPool:
+    """A lazily started process-wide pool (2 workers, 5 s per call), closed at exit."""
+    global _DEFAULT_POOL
+    if _DEFAULT_POOL is None:
+        _DEFAULT_POOL = MathVerifyPool(num_workers=2, timeout_s=5.0)
+        atexit.register(_DEFAULT_POOL.close)
+    return _DEFAULT_POOL
+
+
+# ------------------------------------------------------------------------------------------------------ clustering
+@dataclass
+class PromptClustering:
+    """Clustering of one prompt's responses."""
+
+    cluster_ids: list[int]
+    answers: list[str | None]  # extracted answer per response (None: no answer found)
+    correct: list[bool]  # per response, against the ground truth
+    unparseable: list[bool]  # per response
+
+
+@dataclass
+class _Prepared:
+    answers: list[str | None]
+    bucket_of: list[int | None]  # per response: bucket index, or None when unparseable
+    reps: list[str]  # bucket representatives (first answer seen for a key)
+
+
+def _prepare(responses: Sequence[str]) -> _Prepared:
+    answers = [extract_answer(r) for r in responses]
+    keys: dict[str, int] = {}
+    reps: list[str] = []
+    bucket_of: list[int | None] = []
+    for a in answers:
+        if a is None:
+            bucket_of.append(None)
+            continue
+        k = normalize_key(a)
+        if not k:
+            bucket_of.append(None)
+            continue
+        if k not in keys:
+            keys[k] = len(reps)
+            reps.append(a)
+        bucket_of.append(keys[k])
+    return _Prepared(answers, bucket_of, reps)
+
+
+def _finish(prep: _Prepared, merged: tuple[list[int], list[bool], list[bool]], unparseable: str) -> PromptClustering:
+    roots, parsed, correct_rep = merged
+    ids: list[int] = []
+    label: dict[object, int] = {}
+    correct: list[bool] = []
+    unparse: list[bool] = []
+    for i, b in enumerate(prep.bucket_of):
+        if b is None or not parsed[b]:
+            unparse.append(True)
+            correct.append(False)
+            key: object = ("shared",) if unparseable == "shared" else ("single", i)
+        else:
+            unparse.append(False)
+            correct.append(bool(correct_rep[b]))
+            key = ("root", roots[b])
+        if key not in label:  # ids numbered in order of first appearance: canonical, comparable partitions
+            label[key] = len(label)
+        ids.append(label[key])
+    return PromptClustering(ids, prep.answers, correct, unparse)
+
+
+def cluster_prompts(
+    batch: Sequence[tuple[Sequence[str], str | None]],
+    *,
+    unparseable: str = "singleton",
+    pool: MathVerifyPool | None = None,
+) -> list[PromptClustering]:
+    """Cluster many prompts at once: ``batch`` is a list of (responses, ground_truth or None)."""
+    if unparseable not in UNPARSEABLE_MODES:
+        raise ValueError(f"unparseable must be one of {UNPARSEABLE_MODES}, got {unparseable!r}")
+    pool = pool or default_pool()
+    preps = [_prepare(responses) for responses, _ in batch]
+    merged = pool.map_merge([(p.reps, gt) for p, (_, gt) in zip(preps, batch)])
+    return [_finish(p, m, unparseable) for p, m in zip(preps, merged)]
+
+
+def cluster_answers(
+    responses: list[str], *, unparseable: str = "singleton", pool: MathVerifyPool | None = None
+) -> list[int]:
+    """Cluster id per response; ids are numbered 0, 1, ... in order of first appearance.
+
+    Responses whose final answers (``Answer:`` line, else last ``\\boxed{}``) are mathematically equivalent by
+    a symmetric math-verify check share a cluster. Responses without a parseable answer are each their own cluster
+    (``unparseable="singleton"``) or all share one (``"shared"``).
+    """
+    return cluster_prompts([(responses, None)], unparseable=unparseable, pool=pool)[0].cluster_ids
+
+
+def naive_cluster_answers(responses: Sequence[str], *, unparseable: str = "singleton", timeout_s: float = 5.0) -> list[int]:
+    """Reference: symmetric math-verify over *all* response pairs, in-process (benchmarks and tests only)."""
+    answers = [extract_answer(r) for r in responses]
+    exprs = [_mv_parse(a, timeout_s) if a is not None and normalize_key(a) else [] for a in answers]
+    n = len(responses)
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(n):
+        for j in range(i + 1, n):
+            if exprs[i] and exprs[j]:
+                # every pair is checked (no skipping via the union-find): that is the naive baseline
+                if _mv_verify(exprs[i], exprs[j], timeout_s) and _mv_verify(exprs[j], exprs[i], timeout_s):
+                    parent[find(j)] = find(i)
+    ids, label = [], {}
+    for i in range(n):
+        key = ("root", find(i)) if exprs[i] else (("shared",) if unparseable == "shared" else ("single", i))
+        if key not in label:
+            label[key] = len(label)
+        ids.append(label[key])
+    return ids
