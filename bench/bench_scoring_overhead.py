@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.results import write_section
+
 
 def build_tiny_model(path: Path) -> None:
     import torch
@@ -138,9 +140,7 @@ def main(argv=None) -> str:
     )
     print(table)
     if a.write:
-        from bench.bench_clustering import _write_block
-
-        _write_block("overhead", table)
+        write_section("overhead", table)
     backend.close()
     shutil.rmtree(work, ignore_errors=True)
     return table

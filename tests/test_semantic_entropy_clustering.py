@@ -35,6 +35,34 @@ def test_extract_answer(response, expected):
     assert extract_answer(response) == expected
 
 
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        ("6 times 7 equals 42.", "42"),
+        ("so x = -3.5 and y = 2", "2"),
+        ("1/2 + 1/4 = 3/4", "3/4"),
+        ("Answer: 9 (not 10)", "9 (not 10)"),  # the formats still win over the fallback
+        ("\\boxed{7} because 8", "7"),
+        ("no digits at all", None),
+    ],
+)
+def test_extract_answer_last_number_fallback(response, expected):
+    assert extract_answer(response, fallback="last_number") == expected
+
+
+def test_extract_answer_rejects_an_unknown_fallback():
+    with pytest.raises(ValueError, match="fallback"):
+        extract_answer("42", fallback="first_number")
+
+
+def test_fallback_reaches_the_clustering(pool):
+    responses = ["it is 42", "I think 42", "maybe 41", "no idea"]
+    strict = cluster_prompts([(responses, "42")], pool=pool)[0]
+    assert strict.unparseable == [True] * 4
+    loose = cluster_prompts([(responses, "42")], pool=pool, answer_fallback="last_number")[0]
+    assert loose.cluster_ids == [0, 0, 1, 2] and loose.correct == [True, True, False, False]
+
+
 # (answer a, answer b, equivalent?) — each wrapped alternately as `Answer:` lines and `\boxed{}`
 EQUIVALENCE_TABLE = [
     ("\\frac{1}{2}", "0.5", True),

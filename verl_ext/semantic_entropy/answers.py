@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 
 ANSWER_PATTERN = re.compile(r"(?i)Answer\s*:\s*([^\n]+)")
+LAST_NUMBER_PATTERN = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")
+ANSWER_FALLBACKS = ("none", "last_number")
 
 _KEY_REWRITES = [
     ("\\left", ""),
@@ -45,11 +47,14 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
-def extract_answer(response: str) -> str | None:
+def extract_answer(response: str, fallback: str = "none") -> str | None:
     """The final answer of a response: the last ``Answer:`` line, else the last ``\\boxed{}``; None if neither.
 
-    A boxed answer inside the ``Answer:`` line (``Answer: \\boxed{3}``) is unwrapped.
+    A boxed answer inside the ``Answer:`` line (``Answer: \\boxed{3}``) is unwrapped. ``fallback="last_number"``
+    takes the last number in the text when neither format is there (for small models that ignore the format).
     """
+    if fallback not in ANSWER_FALLBACKS:
+        raise ValueError(f"answer fallback must be one of {ANSWER_FALLBACKS}, got {fallback!r}")
     if not isinstance(response, str):
         return None
     matches = ANSWER_PATTERN.findall(response)
@@ -61,6 +66,9 @@ def extract_answer(response: str) -> str | None:
             ans = inner
     else:
         ans = last_boxed(response)
+    if ans is None and fallback == "last_number":
+        numbers = LAST_NUMBER_PATTERN.findall(response)
+        ans = numbers[-1] if numbers else None
     if ans is None:
         return None
     ans = ans.strip().rstrip(".").strip()

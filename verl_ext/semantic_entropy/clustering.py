@@ -255,8 +255,8 @@ class _Prepared:
     reps: list[str]  # bucket representatives (first answer seen for a key)
 
 
-def _prepare(responses: Sequence[str]) -> _Prepared:
-    answers = [extract_answer(r) for r in responses]
+def _prepare(responses: Sequence[str], answer_fallback: str = "none") -> _Prepared:
+    answers = [extract_answer(r, answer_fallback) for r in responses]
     keys: dict[str, int] = {}
     reps: list[str] = []
     bucket_of: list[int | None] = []
@@ -301,12 +301,14 @@ def cluster_prompts(
     *,
     unparseable: str = "singleton",
     pool: MathVerifyPool | None = None,
+    answer_fallback: str = "none",
 ) -> list[PromptClustering]:
-    """Cluster many prompts at once: ``batch`` is a list of (responses, ground_truth or None)."""
+    """Cluster many prompts at once: ``batch`` is a list of (responses, ground_truth or None).
+    ``answer_fallback`` is passed to ``extract_answer``."""
     if unparseable not in UNPARSEABLE_MODES:
         raise ValueError(f"unparseable must be one of {UNPARSEABLE_MODES}, got {unparseable!r}")
     pool = pool or default_pool()
-    preps = [_prepare(responses) for responses, _ in batch]
+    preps = [_prepare(responses, answer_fallback) for responses, _ in batch]
     merged = pool.map_merge([(p.reps, gt) for p, (_, gt) in zip(preps, batch)])
     return [_finish(p, m, unparseable) for p, m in zip(preps, merged)]
 

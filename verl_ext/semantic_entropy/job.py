@@ -184,6 +184,7 @@ class ScoringJob:
             raise ValueError(f"entropy must be one of {FLAVOURS}, got {self.flavour!r}")
         self.length_normalized = bool(_get(cfg, "length_normalized", False))
         self.unparseable = str(_get(cfg, "clustering.unparseable", "singleton"))
+        self.answer_fallback = str(_get(cfg, "clustering.answer_fallback", "none"))
         self.world_size = int(_get(cfg, "world_size", 1))
         self.rank = int(_get(cfg, "rank", 0))
         if not 0 <= self.rank < self.world_size:
@@ -270,7 +271,8 @@ class ScoringJob:
         if delay:
             time.sleep(delay)  # test hook: widens the window in which a kill lands mid-shard
         clusterings = cluster_prompts(
-            [([s.text for s in ss], gt) for ss, gt in zip(samples, gts)], unparseable=self.unparseable, pool=self.pool
+            [([s.text for s in ss], gt) for ss, gt in zip(samples, gts)], unparseable=self.unparseable, pool=self.pool,
+            answer_fallback=self.answer_fallback,
         )
         stats, audit = [], []
         for k, ss, cl in zip(good, samples, clusterings):
@@ -401,6 +403,7 @@ class ScoringJob:
             "prompt_key": self.prompt_key,
             "sampling": vars(self.sampling),
             "unparseable": self.unparseable,
+            "answer_fallback": self.answer_fallback,
             "entropy": self.flavour,
             "length_normalized": self.length_normalized,
             "shard_size": self.shard_size,
