@@ -27,6 +27,8 @@ import torch
 from omegaconf import OmegaConf
 from tensordict import TensorDict
 
+from verl_ext.tiny_model import build_tiny_model
+
 # Small but valid sizes so verl's own config validation passes on a CPU machine.
 SMALL_SIZES = [
     "data.train_batch_size=4",
@@ -193,40 +195,11 @@ def engine_loss():
     return run_engine_loss
 
 
-def _build_tiny_model(path: Path) -> None:
-    """Tiny random Qwen2 (head_dim 64, vLLM-compatible) + a byte-level BPE tokenizer trained on the fly."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, Qwen2Config
-
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    texts = [f"What is {a}+{b}? Answer: {a + b}. So \\boxed{{{a + b}}}" for a in range(30) for b in range(30)]
-    core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    core.train_from_iterator(
-        texts, trainers.BpeTrainer(vocab_size=512, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    )
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    tok.chat_template = (
-        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-    )
-    torch.manual_seed(0)
-    cfg = Qwen2Config(
-        vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, max_position_embeddings=512, tie_word_embeddings=True,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-    )
-    AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).save_pretrained(path)
-    tok.save_pretrained(path)
-
-
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """Tiny random Qwen2 with a tokenizer trained on the fly, saved as an HF folder (loads in vLLM and transformers)."""
     path = tmp_path_factory.mktemp("tiny") / "tiny-qwen2"
-    _build_tiny_model(path)
+    build_tiny_model(path, max_positions=512)
     return path
 
 

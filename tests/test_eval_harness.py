@@ -64,6 +64,7 @@ def test_harness_end_to_end_and_resume(tmp_path, tiny_model, vllm_server):
                                                                     [1, 2, 4, 8]))
         assert 0.0 <= result["truncated_frac"] <= 1.0
         assert summary["benchmarks"][name]["metrics"] == result["metrics"]
+    assert (out / "pass_at_k.png").stat().st_size > 0
     table = (out / "results.md").read_text()
     assert "| Pass@k | k | tiny | paper: GRPO | paper: w/ SENT |" in table and "| MATH500 | 4 |" in table
 
@@ -103,3 +104,13 @@ def test_bad_row_is_named(tmp_path, tiny_model):
                 "openai.base_url=http://127.0.0.1:9/v1", f"output_dir={tmp_path / 'o'}")
     assert r.returncode == 2
     assert "aime24.parquet: row 3" in r.stderr
+
+
+def test_cluster_wrapper_passes_knobs_and_overrides(tmp_path, tiny_model):
+    """scripts/eval.sh: environment knobs and Hydra overrides reach the harness (a missing file stops it early)."""
+    env = {**os.environ, "PYTHON": sys.executable, "MODEL_PATH": str(tiny_model), "DATA_DIR": str(tmp_path / "none"),
+           "OUTPUT_DIR": str(tmp_path / "o")}
+    r = subprocess.run(["bash", str(REPO / "scripts" / "eval.sh"), "benchmarks=[amc23]", "backend=openai"],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2
+    assert str(tmp_path / "none" / "amc23.parquet") in r.stderr

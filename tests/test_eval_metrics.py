@@ -8,7 +8,7 @@ import pytest
 
 from verl_ext.eval import avg_at_k, benchmark_metrics, pass_at_k
 from verl_ext.eval.paper_tables import AVG_AT_K, AVG_AT_K_AVERAGE, METHODS, PASS_AT_K, PASS_AT_K_AVERAGE
-from verl_ext.eval.report import render_report, render_table
+from verl_ext.eval.report import plot_pass_at_k, render_report, render_table
 
 
 def enumerate_pass_at_k(n, c, k):
@@ -83,6 +83,7 @@ def test_report_compares_runs_side_by_side(tmp_path):
     assert "| AIME24 | 8 | 40.00 | 55.00 | 63.33 |" in text
     assert "| Avg@k | k | base | sent | paper: w/ SENT |" in text
     assert "| base | AIME24 | 812 | 12.5% |" in text
+    assert plot_pass_at_k(paths, tmp_path / "passk.png").stat().st_size > 0
 
 
 def test_report_names_an_unreadable_file(tmp_path):

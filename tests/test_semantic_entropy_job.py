@@ -246,3 +246,17 @@ def test_data_parallel_launcher(vllm_server, tiny_model, tmp_path):
     res = run_job(_cfg(inp, tmp_path / "dp", tiny_model, vllm_server, data_parallel_size=2))
     assert pq.read_table(res.scored_path).equals(pq.read_table(ref.scored_path))
     assert (tmp_path / "dp" / "logs" / "rank1.log").exists()
+
+
+@pytest.mark.slow
+def test_ray_data_parallel_merges_to_the_single_process_result(vllm_server, tiny_model, tmp_path):
+    """data_parallel_backend=ray: one Ray task per rank (what spans nodes on a cluster), then the driver merges."""
+    from verl_ext.semantic_entropy.job import run_job
+
+    inp = tmp_path / "in.parquet"
+    _write_input(inp, 5)
+    ref = run_job(_cfg(inp, tmp_path / "ref", tiny_model, vllm_server))
+    res = run_job(_cfg(inp, tmp_path / "ray", tiny_model, vllm_server, data_parallel_size=2,
+                       data_parallel_backend="ray"))
+    assert pq.read_table(res.scored_path).equals(pq.read_table(ref.scored_path))
+    assert res.shards_skipped == 2  # the driver only merged: both ranks' shards were scored by the Ray tasks

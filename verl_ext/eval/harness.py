@@ -5,6 +5,7 @@ Layout of `output_dir`::
     <benchmark>.json   per-problem results of one benchmark (written atomically; the unit of resume)
     results.json       every benchmark's metrics, response lengths and truncation share, plus the settings
     results.md         the paper-style tables (compare runs with `python -m verl_ext.eval.report a.json b.json`)
+    pass_at_k.png      pass@k against k per benchmark
 
 A benchmark whose `<benchmark>.json` exists with the same settings is not generated again.
 """
@@ -22,8 +23,8 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from verl_ext.eval.metrics import benchmark_metrics
-from verl_ext.eval.report import render_report
-from verl_ext.semantic_entropy.backends import SamplingSettings, build_backend
+from verl_ext.eval.report import plot_pass_at_k, render_report
+from verl_ext.semantic_entropy.backends import SamplingSettings, build_backend, load_tokenizer, render_chat
 from verl_ext.semantic_entropy.clustering import MathVerifyPool, cluster_prompts
 from verl_ext.semantic_entropy.job import BadInputError, atomic_write_bytes, validate_row
 
@@ -103,9 +104,8 @@ class EvalRun:
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            from transformers import AutoTokenizer
-
-            self._tokenizer = AutoTokenizer.from_pretrained(str(self.cfg.model.tokenizer_path or self.cfg.model.path))
+            model = self.cfg.model
+            self._tokenizer = load_tokenizer(model.tokenizer_path or model.path, bool(model.get("trust_remote_code")))
         return self._tokenizer
 
     @property
@@ -122,9 +122,7 @@ class EvalRun:
         return self._pool
 
     def render(self, messages: list[dict]) -> list[int]:
-        kwargs = dict(self.cfg.model.get("apply_chat_template_kwargs") or {})
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **kwargs)
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
+        return render_chat(self.tokenizer, messages, dict(self.cfg.model.get("apply_chat_template_kwargs") or {}))
 
     # ------------------------------------------------------------------ one benchmark
     def evaluate(self, bench: str) -> dict[str, Any]:
@@ -195,6 +193,7 @@ class EvalRun:
         atomic_write_bytes(summary_path, json.dumps(summary, indent=1).encode())
         paper = [m.strip() for m in str(self.cfg.get("paper_columns") or "").split(",") if m.strip()]
         atomic_write_bytes(self.out / "results.md", render_report([summary_path], paper).encode())
+        plot_pass_at_k([summary_path], self.out / "pass_at_k.png")
         return summary_path
 
     def close(self) -> None:

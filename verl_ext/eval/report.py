@@ -80,6 +80,33 @@ def render_report(paths: Sequence[str | Path], paper_methods: Sequence[str] = ()
     ]) + "\n"
 
 
+def plot_pass_at_k(paths: Sequence[str | Path], png: str | Path) -> Path:
+    """pass@k against k, one panel per benchmark, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [load_run(path)[:2] for path in paths]
+    benches = sorted({key.split("/")[0] for _, flat in runs for key in flat}, key=_bench_order)
+    fig, axes = plt.subplots(1, len(benches), figsize=(3.2 * len(benches), 3.0), squeeze=False)
+    for ax, bench in zip(axes[0], benches):
+        for name, flat in runs:
+            points = sorted((int(key.split("@")[1]), value) for key, value in flat.items()
+                            if key.startswith(f"{bench}/pass@"))
+            if points:
+                ax.plot([k for k, _ in points], [v for _, v in points], marker="o", label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_title(BENCHMARK_TITLES.get(bench, bench))
+        ax.set_xlabel("k")
+    axes[0][0].set_ylabel("pass@k (%)")
+    axes[0][-1].legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return Path(png)
+
+
 def _cell(value) -> str:
     return "–" if value is None else f"{value:.2f}"
 
@@ -93,11 +120,14 @@ def main() -> None:
     parser.add_argument("results", nargs="+", help="results.json files written by python -m verl_ext.eval")
     parser.add_argument("--paper", default="", help=f"comma-separated paper columns: {', '.join(METHODS)}")
     parser.add_argument("-o", "--output", help="write the Markdown here (default: print)")
+    parser.add_argument("--plot", help="also write a pass@k-vs-k plot (PNG) here")
     args = parser.parse_args()
     methods = [m.strip() for m in args.paper.split(",") if m.strip()]
     text = render_report(args.results, methods)
     if args.output:
         Path(args.output).write_text(text)
+    if args.plot:
+        plot_pass_at_k(args.results, args.plot)
     print(text)
 
 

@@ -189,3 +189,17 @@ def build_backend(cfg, seed: int = 0):
             max_retries=int(server.get("max_retries", 3)),
         )
     raise ValueError(f"backend must be 'vllm' or 'openai', got {kind!r}")
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+
+
+def render_chat(tokenizer, messages: list[dict], template_kwargs: dict | None = None) -> list[int]:
+    """Prompt token ids as verl renders chat prompts for training: the chat template with the generation prompt,
+    then tokenised without extra special tokens."""
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **(template_kwargs or {}))
+    return list(tokenizer.encode(text, add_special_tokens=False))
+

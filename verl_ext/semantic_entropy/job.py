@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .backends import SamplingSettings, build_backend
+from .backends import SamplingSettings, build_backend, load_tokenizer, render_chat
 from .clustering import MathVerifyPool, cluster_prompts
 from .entropy import semantic_entropy
 
@@ -207,12 +207,8 @@ class ScoringJob:
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            from transformers import AutoTokenizer
-
             path = _get(self.cfg, "model.tokenizer_path") or _get(self.cfg, "model.path")
-            self._tokenizer = AutoTokenizer.from_pretrained(
-                str(path), trust_remote_code=bool(_get(self.cfg, "model.trust_remote_code", False))
-            )
+            self._tokenizer = load_tokenizer(path, bool(_get(self.cfg, "model.trust_remote_code", False)))
         return self._tokenizer
 
     @property
@@ -232,9 +228,7 @@ class ScoringJob:
 
     def render(self, messages: list[dict]) -> list[int]:
         """Chat-template rendering as verl's agent loop does it for training prompts."""
-        kwargs = _to_plain(_get(self.cfg, "model.apply_chat_template_kwargs", {})) or {}
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **kwargs)
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
+        return render_chat(self.tokenizer, messages, _to_plain(_get(self.cfg, "model.apply_chat_template_kwargs", {})))
 
     def _read(self, path: str) -> pa.Table:
         if self._table_cache is None or self._table_cache[0] != path:
@@ -539,8 +533,52 @@ def run_job(cfg, backend=None) -> JobResult:
     ``run_data_parallel``), then merge.
     """
     if int(_get(cfg, "data_parallel_size", 1)) > 1 and int(_get(cfg, "world_size", 1)) == 1 and backend is None:
+        launcher = str(_get(cfg, "data_parallel_backend", "process"))
+        if launcher == "ray":
+            return run_ray_data_parallel(cfg)
+        if launcher != "process":
+            raise ValueError(f"data_parallel_backend must be 'process' or 'ray', got {launcher!r}")
         return run_data_parallel(cfg)
     return ScoringJob(cfg, backend=backend).run()
+
+
+def _score_rank(child: dict) -> int:
+    """One data-parallel rank (a Ray task): score this rank's shards; returns how many it scored."""
+    return ScoringJob(child).run().shards_done
+
+
+def run_ray_data_parallel(cfg) -> JobResult:
+    """One engine per GPU group anywhere in a Ray cluster, across nodes: ``data_parallel_size`` Ray tasks, each
+    holding ``vllm.tensor_parallel_size`` GPUs (Ray sets their ``CUDA_VISIBLE_DEVICES``) and scoring shards
+    ``j % dp == i``; the driver merges. Connects to ``ray.address`` (``auto`` for a cluster started with
+    ``ray start``) or starts a local Ray. ``output_dir`` must be on a filesystem every node sees; a failed rank
+    loses nothing already scored (rerun to resume)."""
+    import copy
+
+    import ray
+
+    plain = copy.deepcopy(_to_plain(cfg))
+    dp = int(plain.get("data_parallel_size", 1))
+    tp = int((plain.get("vllm") or {}).get("tensor_parallel_size") or 1)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=(plain.get("ray") or {}).get("address"), include_dashboard=False, log_to_driver=False)
+    try:
+        uses_gpus = plain.get("backend", "vllm") == "vllm" and ray.cluster_resources().get("GPU", 0) >= tp
+        task = ray.remote(num_cpus=1, num_gpus=tp if uses_gpus else 0)(_score_rank)
+        refs = [task.remote(dict(plain, data_parallel_size=1, world_size=dp, rank=i)) for i in range(dp)]
+        failed = []
+        for i, ref in enumerate(refs):
+            try:
+                ray.get(ref)
+            except Exception as err:  # noqa: BLE001 - report every rank, then fail
+                failed.append(f"rank {i}: {type(err).__name__}: {err}")
+    finally:
+        if started:
+            ray.shutdown()
+    if failed:
+        raise RuntimeError("data-parallel scoring failed (finished shards are kept; rerun to resume):\n" + "\n".join(failed))
+    return ScoringJob(dict(plain, data_parallel_size=1, world_size=1, rank=0)).run()  # all shards done: merge only
 
 
 def run_data_parallel(cfg) -> JobResult:
