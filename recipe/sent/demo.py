@@ -109,7 +109,8 @@ def gpu_training_available() -> bool:
     try:
         import torch
 
-        return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
+        # the gpu extra: a CUDA torch and vLLM (attention falls back to sdpa, so flash-attn is optional)
+        return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
     except Exception:  # noqa: BLE001
         return False
 
