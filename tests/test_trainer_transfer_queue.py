@@ -68,3 +68,48 @@ def test_trainer_writes_step_beta_that_the_loss_consumes(transfer_queue, recipe_
     _, grad_1, _ = engine_loss(loss_fn, batch, dp_size=1, micro_batches=1)
     _, grad_4, _ = engine_loss(loss_fn, batch, dp_size=2, micro_batches=2)
     torch.testing.assert_close(grad_4, grad_1, rtol=1e-5, atol=1e-7)
+
+
+def test_advantages_then_step_beta_through_verls_own_compute_advantage(transfer_queue, recipe_config):
+    """The override runs after verl's real `_compute_advantage` (GRPO over TransferQueue records laid out as the agent
+    loop writes them): the step beta is selected from the advantages verl just wrote."""
+    from verl.utils import tensordict_utils as tu
+    from verl.utils.config import omega_conf_to_dataclass
+
+    from recipe.sent.losses import BETA_FIELD
+    from recipe.sent.trainer import SentSyncTrainer
+    from verl_ext.token_entropy import sent_token_weights
+
+    tq = transfer_queue
+    config = recipe_config(["actor_rollout_ref.rollout.n=4", "actor_rollout_ref.actor.policy_loss.high_cov_fraction=0.1"])
+    trainer = object.__new__(SentSyncTrainer)
+    trainer.config = config
+    trainer.actor_config = omega_conf_to_dataclass(config.actor_rollout_ref.actor)
+
+    g = torch.Generator().manual_seed(3)
+    samples, keys = [], []
+    for prompt in range(2):
+        for session in range(4):
+            length = int(torch.randint(5, 30, (1,), generator=g))
+            reward = torch.zeros(length)
+            reward[-1] = float(torch.randint(0, 2, (1,), generator=g)) * 2 - 1  # +1 / -1 at the last token
+            samples.append({
+                "uid": f"p{prompt}", "prompts": torch.randint(0, 50, (4,), generator=g),
+                "responses": torch.randint(0, 50, (length,), generator=g),
+                "response_mask": torch.ones(length, dtype=torch.int64), "rm_scores": reward,
+                "old_log_probs": -torch.rand(length, generator=g), "entropy": 3 * torch.rand(length, generator=g),
+            })
+            keys.append(f"p{prompt}_{session}_0")
+    meta = tq.kv_batch_put(keys=keys, partition_id="adv", fields=tu.list_of_dict_to_tensordict(samples))
+
+    metrics = {}
+    trainer._compute_advantage(meta, metrics)
+    stored = tq.kv_batch_get(keys=keys, partition_id="adv",
+                             select_fields=["advantages", "entropy", "old_log_probs", "response_mask", BETA_FIELD])
+    padded = stored.select("advantages", "entropy", "old_log_probs", "response_mask").to_padded_tensor()
+    mask = padded["response_mask"].bool()
+    assert padded["advantages"][mask].abs().sum() > 0  # verl's GRPO advantages are there
+    want = sent_token_weights(padded["entropy"], padded["old_log_probs"], padded["advantages"], padded["response_mask"],
+                              low_entropy_fraction=0.8, high_cov_fraction=0.1, beta_high=0.2, beta_low=0.05)
+    torch.testing.assert_close(stored[BETA_FIELD].to_padded_tensor(0.0), want)
+    assert metrics["sent/low_entropy_frac"] == pytest.approx(0.8, abs=0.02)
