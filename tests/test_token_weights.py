@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from verl_ext.token_entropy import _kth_smallest, _select, masked_quantiles, select_sent_tokens, sent_token_weights
+from verl_ext.token_entropy import (
+    SELECTION_PARAMETERS,
+    _kth_smallest,
+    _select,
+    masked_quantiles,
+    select_sent_tokens,
+    sent_token_weights,
+)
 
 
 def brute_force_weights(entropy, log_prob, advantages, mask, *, low_entropy_fraction=0.8, entropy_threshold=None,
@@ -217,3 +224,11 @@ def test_accelerator_path_never_reads_values_back(name, kwargs):
     assert masked_quantiles(entropy, mask, (0.1, 0.5, 0.9)).shape == (3,)
     with pytest.raises((RuntimeError, NotImplementedError)):
         entropy[mask]  # the check has teeth: a data-dependent op fails here
+
+
+def test_selection_parameters_name_the_keyword_arguments():
+    import inspect
+
+    for fn in (sent_token_weights, select_sent_tokens):
+        keyword_only = [p.name for p in inspect.signature(fn).parameters.values() if p.kind == p.KEYWORD_ONLY]
+        assert tuple(keyword_only) == SELECTION_PARAMETERS

@@ -19,7 +19,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["SentSelection", "select_sent_tokens", "sent_token_weights", "masked_quantiles"]
+__all__ = ["SELECTION_PARAMETERS", "SentSelection", "select_sent_tokens", "sent_token_weights", "masked_quantiles"]
+
+# The keyword-only knobs of `sent_token_weights` / `select_sent_tokens` (configs map onto these names).
+SELECTION_PARAMETERS = (
+    "low_entropy_fraction",
+    "entropy_threshold",
+    "high_cov_fraction",
+    "cov_threshold",
+    "low_cov_fraction",
+    "beta_high",
+    "beta_low",
+)
 
 
 @dataclass
@@ -103,15 +114,8 @@ def select_sent_tokens(
     _check_shapes(entropy=entropy, log_prob=log_prob, advantages=advantages, response_mask=response_mask)
 
     valid = response_mask != 0
-    kwargs = dict(
-        low_entropy_fraction=low_entropy_fraction,
-        entropy_threshold=entropy_threshold,
-        high_cov_fraction=high_cov_fraction,
-        cov_threshold=cov_threshold,
-        low_cov_fraction=low_cov_fraction,
-        beta_high=beta_high,
-        beta_low=beta_low,
-    )
+    arguments = locals()
+    kwargs = {name: arguments[name] for name in SELECTION_PARAMETERS}
     if entropy.device.type != "cpu":
         return _select(entropy, log_prob, advantages, valid, **kwargs)
     # CPU: work on the valid tokens only (host reads are free here) and scatter back; same math, fewer passes.

@@ -26,7 +26,7 @@ from verl.utils.metric import AggregationType, Metric
 from verl.workers.utils.losses import ppo_loss
 from verl.workers.utils.padding import no_padding_2_padding
 
-from verl_ext.token_entropy import SentSelection, masked_quantiles, select_sent_tokens
+from verl_ext.token_entropy import SELECTION_PARAMETERS, SentSelection, masked_quantiles, select_sent_tokens
 
 # A penalised token counts as off-policy when |log pi - log pi_old| exceeds this (recompute noise is below it).
 OFF_POLICY_TOL = 1e-5
@@ -137,18 +137,22 @@ def sent_actor_loss(config, model_output, data: TensorDict, dp_group=None):
     if config.policy_loss.get("loss_mode", "vanilla") != "sent":
         raise ValueError(f"sent_actor_loss needs policy_loss.loss_mode=sent, got {config.policy_loss.loss_mode!r}")
     policy_loss_cfg = config.policy_loss
-    extra_fields = [key for key in ("entropy", "ref_log_prob", BETA_FIELD) if key in data.keys()]
-    if policy_loss_cfg.kl_target == "ref" and "ref_log_prob" not in extra_fields:
+    if policy_loss_cfg.kl_target == "ref" and "ref_log_prob" not in data.keys():
         raise KeyError(
             "kl_target=ref needs `ref_log_prob` in the batch: set actor_rollout_ref.actor.use_kl_loss=True (it "
             "turns the reference policy on; kl_loss_coef=0 keeps verl's uniform KL off) or use kl_target=old"
         )
-    extra = data.select(*extra_fields).to_padded_tensor() if extra_fields else TensorDict({}, batch_size=[])
-    current_entropy = model_output.get("entropy", None)
-    if current_entropy is not None and policy_loss_cfg.selection_scope == "micro_batch":
-        current_entropy = no_padding_2_padding(current_entropy, data)
+    # Pad only what this configuration reads: this runs for every micro-batch.
+    current_entropy = None
+    wanted = ["ref_log_prob"] if policy_loss_cfg.kl_target == "ref" else []
+    if policy_loss_cfg.selection_scope == "global":
+        wanted.append(BETA_FIELD)
+    elif model_output.get("entropy", None) is not None:
+        current_entropy = no_padding_2_padding(model_output["entropy"], data)
     else:
-        current_entropy = None
+        wanted.append("entropy")  # old-policy entropy, when the engine did not compute the current one
+    extra_fields = [key for key in wanted if key in data.keys()]
+    extra = data.select(*extra_fields).to_padded_tensor() if extra_fields else TensorDict({}, batch_size=[])
 
     call = _SentCall(extra=extra, current_entropy=current_entropy)
     token = _ACTIVE_CALL.set(call)
@@ -182,15 +186,7 @@ def selection_metrics(selection: SentSelection, entropy: torch.Tensor, response_
 
 def selection_kwargs(policy_loss_cfg) -> dict:
     """Keyword arguments of `verl_ext.token_entropy.sent_token_weights` taken from a SentPolicyLossConfig."""
-    return {
-        "low_entropy_fraction": policy_loss_cfg.low_entropy_fraction,
-        "entropy_threshold": policy_loss_cfg.entropy_threshold,
-        "high_cov_fraction": policy_loss_cfg.high_cov_fraction,
-        "cov_threshold": policy_loss_cfg.cov_threshold,
-        "low_cov_fraction": policy_loss_cfg.low_cov_fraction,
-        "beta_high": policy_loss_cfg.beta_high,
-        "beta_low": policy_loss_cfg.beta_low,
-    }
+    return {name: getattr(policy_loss_cfg, name) for name in SELECTION_PARAMETERS}
 
 
 def _token_kl(log_prob, old_log_prob, extra: TensorDict, policy_loss_cfg) -> torch.Tensor:
