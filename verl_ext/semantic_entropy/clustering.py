@@ -3,7 +3,9 @@
 1. Extract each response's final answer (``answers.extract_answer``).
 2. Bucket answers by a meaning-preserving normalised key (``answers.normalize_key``): identical keys are equivalent.
 3. Merge buckets whose representatives are equivalent by a *symmetric* math-verify check
-   (``verify(a, b) and verify(b, a)``), transitively (union-find). Only representatives are compared.
+   (``verify(a, b) and verify(b, a)``), transitively (union-find). Only representatives are compared, and pairs that
+   math-verify is certain to reject (``shortcuts.certainly_unequal``: different integers, rationals, polynomials,
+   intervals, sets) are settled without it, so the partitions are exactly math-verify's at a fraction of its cost.
 
 math-verify's own timeout is signal based and only works in a main thread, so the checks run in worker processes
 (each worker's main thread, with math-verify's per-call timeouts on), and the parent additionally bounds every task:
@@ -21,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .answers import extract_answer, normalize_key
+from .shortcuts import Signature, certainly_unequal, integer_parse, plain_integer, plain_value, signature
 
 UNPARSEABLE_MODES = ("singleton", "shared")
 
@@ -45,15 +48,70 @@ def _mv_verify(gold, target, timeout_s: float) -> bool:
         return False
 
 
+def _parse(answer: str, timeout_s: float) -> list:
+    """math-verify's parse of an answer; plain integers skip the parser (``shortcuts.integer_parse``)."""
+    value = plain_integer(answer)
+    return integer_parse(value, answer) if value is not None else _mv_parse(answer, timeout_s)
+
+
+def _signature(answer: str, timeout_s: float, parse=_parse) -> Signature | None:
+    value = plain_value(answer)
+    if value is not None:  # no parse needed
+        return signature([value, answer])
+    parsed = parse(answer, timeout_s)
+    return signature(parsed) if parsed else None
+
+
+_cached_parse = functools.lru_cache(maxsize=1 << 16)(_parse)
+
+
 @functools.lru_cache(maxsize=1 << 16)
-def _cached_parse(answer: str, timeout_s: float):
-    return _mv_parse(answer, timeout_s)
+def _cached_signature(answer: str, timeout_s: float) -> Signature | None:
+    return _signature(answer, timeout_s, _cached_parse)
 
 
 @functools.lru_cache(maxsize=1 << 18)
 def _cached_equiv(a: str, b: str, timeout_s: float) -> bool:
     pa, pb = _cached_parse(a, timeout_s), _cached_parse(b, timeout_s)
     return _mv_verify(pa, pb, timeout_s) and _mv_verify(pb, pa, timeout_s)
+
+
+class _Answers:
+    """The answers of one task, parsed lazily (a plain number is parsed only if math-verify itself must see it),
+    with ``shortcuts.certainly_unequal`` settling most pairs of different answers before math-verify is asked.
+    ``cache``: memoise across tasks (the worker's lifetime), else within this task only."""
+
+    def __init__(self, answers: Sequence[str], timeout_s: float, cache: bool):
+        self.answers, self.timeout_s, self.cache = list(answers), timeout_s, cache
+        if cache:
+            self._parse, self._signature = _cached_parse, _cached_signature
+        else:
+            self._parse = functools.lru_cache(maxsize=None)(_parse)
+            self._signature = functools.lru_cache(maxsize=None)(lambda a, t: _signature(a, t, self._parse))
+
+    def parsed(self, i: int) -> list:
+        return self._parse(self.answers[i], self.timeout_s)
+
+    def parseable(self, i: int) -> bool:
+        return plain_value(self.answers[i]) is not None or len(self.parsed(i)) > 0
+
+    def signature(self, i: int) -> Signature | None:
+        return self._signature(self.answers[i], self.timeout_s)
+
+    def equivalent(self, i: int, j: int) -> bool:
+        """Symmetric math-verify equivalence (``verify`` both ways)."""
+        if certainly_unequal(self.signature(i), self.signature(j)):
+            return False
+        if self.cache:
+            return _cached_equiv(*sorted((self.answers[i], self.answers[j])), self.timeout_s)
+        pi, pj = self.parsed(i), self.parsed(j)
+        return _mv_verify(pi, pj, self.timeout_s) and _mv_verify(pj, pi, self.timeout_s)
+
+    def verifies(self, gold: int, i: int) -> bool:
+        """``verify(gold, answer i)``: asymmetric, as graded."""
+        if certainly_unequal(self.signature(gold), self.signature(i)):
+            return False
+        return _mv_verify(self.parsed(gold), self.parsed(i), self.timeout_s)
 
 
 def merge_task(
@@ -68,12 +126,11 @@ def merge_task(
     With ``cache`` the worker memoises parses and pairwise verdicts across prompts (math-verify is deterministic;
     answers such as small integers recur across a dataset's prompts).
     """
-    if cache:
-        parsed_exprs = [_cached_parse(r, timeout_s) for r in reps]
-    else:
-        parsed_exprs = [_mv_parse(r, timeout_s) for r in reps]
-    parsed = [len(p) > 0 for p in parsed_exprs]
-    parent = list(range(len(reps)))
+    has_gold = ground_truth is not None and bool(str(ground_truth).strip())
+    answers = _Answers([*reps, str(ground_truth).strip()] if has_gold else reps, timeout_s, cache)
+    n = len(reps)
+    parsed = [answers.parseable(i) for i in range(n)]
+    parent = list(range(n))
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -81,33 +138,22 @@ def merge_task(
             i = parent[i]
         return i
 
-    for i in range(len(reps)):
+    for i in range(n):
         if not parsed[i]:
             continue
-        for j in range(i + 1, len(reps)):
-            if not parsed[j] or find(i) == find(j):
-                continue
-            if cache:
-                a, b = sorted((reps[i], reps[j]))
-                equal = _cached_equiv(a, b, timeout_s)
-            else:
-                equal = _mv_verify(parsed_exprs[i], parsed_exprs[j], timeout_s) and _mv_verify(
-                    parsed_exprs[j], parsed_exprs[i], timeout_s
-                )
-            if equal:
+        for j in range(i + 1, n):
+            if parsed[j] and find(i) != find(j) and answers.equivalent(i, j):
                 parent[find(j)] = find(i)
-    roots = [find(i) for i in range(len(reps))]
-    correct = [False] * len(reps)
-    if ground_truth is not None and str(ground_truth).strip():
-        gold = _mv_parse(str(ground_truth), timeout_s)
-        if gold:
-            verdict: dict[int, bool] = {}
-            for i in range(len(reps)):
-                if parsed[i]:
-                    r = roots[i]
-                    if r not in verdict:  # one check per merged cluster
-                        verdict[r] = _mv_verify(gold, parsed_exprs[r], timeout_s)
-                    correct[i] = verdict[r]
+    roots = [find(i) for i in range(n)]
+    correct = [False] * n
+    if has_gold and answers.parseable(n):
+        verdict: dict[int, bool] = {}
+        for i in range(n):
+            if parsed[i]:
+                r = roots[i]
+                if r not in verdict:  # one check per merged cluster
+                    verdict[r] = answers.verifies(n, r)
+                correct[i] = verdict[r]
     return roots, parsed, correct
 
 
@@ -325,11 +371,20 @@ def cluster_answers(
     return cluster_prompts([(responses, None)], unparseable=unparseable, pool=pool)[0].cluster_ids
 
 
-def naive_cluster_answers(responses: Sequence[str], *, unparseable: str = "singleton", timeout_s: float = 5.0) -> list[int]:
-    """Reference: symmetric math-verify over *all* response pairs, in-process (benchmarks and tests only)."""
+def naive_cluster_answers(
+    responses: Sequence[str], *, unparseable: str = "singleton", timeout_s: float = 5.0, parse_once: bool = True
+) -> list[int]:
+    """Reference: symmetric math-verify over *all* response pairs, in-process (benchmarks and tests only).
+
+    ``parse_once=False`` is math-verify's documented call per pair, ``verify(parse(a), parse(b))`` (both ways);
+    ``True`` parses each response once first. No shortcut of ours is used either way.
+    """
     answers = [extract_answer(r) for r in responses]
-    exprs = [_mv_parse(a, timeout_s) if a is not None and normalize_key(a) else [] for a in answers]
+    usable = [a is not None and bool(normalize_key(a)) for a in answers]
     n = len(responses)
+    exprs: list[list] = [[] for _ in range(n)]
+    if parse_once:
+        exprs = [_mv_parse(a, timeout_s) if ok else [] for a, ok in zip(answers, usable)]
     parent = list(range(n))
 
     def find(i: int) -> int:
@@ -340,10 +395,17 @@ def naive_cluster_answers(responses: Sequence[str], *, unparseable: str = "singl
 
     for i in range(n):
         for j in range(i + 1, n):
-            if exprs[i] and exprs[j]:
-                # every pair is checked (no skipping via the union-find): that is the naive baseline
-                if _mv_verify(exprs[i], exprs[j], timeout_s) and _mv_verify(exprs[j], exprs[i], timeout_s):
-                    parent[find(j)] = find(i)
+            if not (usable[i] and usable[j]):
+                continue
+            if not parse_once:
+                exprs[i], exprs[j] = _mv_parse(answers[i], timeout_s), _mv_parse(answers[j], timeout_s)
+            a, b = exprs[i], exprs[j]
+            # every pair is checked (no skipping via the union-find): that is the naive baseline
+            if a and b and _mv_verify(a, b, timeout_s) and _mv_verify(b, a, timeout_s):
+                parent[find(j)] = find(i)
+    if not parse_once and sum(usable) == 1:  # an answer without a partner: parsed once, to know it is parseable
+        k = usable.index(True)
+        exprs[k] = _mv_parse(answers[k], timeout_s)
     ids, label = [], {}
     for i in range(n):
         key = ("root", find(i)) if exprs[i] else (("shared",) if unparseable == "shared" else ("single", i))
