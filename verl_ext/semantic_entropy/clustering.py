@@ -76,6 +76,14 @@ def _cached_equiv(a: str, b: str, timeout_s: float) -> bool:
     return _mv_verify(pa, pb, timeout_s) and _mv_verify(pb, pa, timeout_s)
 
 
+def _find(parent: list[int], i: int) -> int:
+    """Union-find root of ``i`` (with path halving)."""
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
 class _Answers:
     """The answers of one task, parsed lazily (a plain number is parsed only if math-verify itself must see it),
     with ``shortcuts.certainly_unequal`` settling most pairs of different answers before math-verify is asked.
@@ -131,12 +139,7 @@ def merge_task(
     n = len(reps)
     parsed = [answers.parseable(i) for i in range(n)]
     parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
+    find = functools.partial(_find, parent)
 
     for i in range(n):
         if not parsed[i]:
@@ -386,12 +389,7 @@ def naive_cluster_answers(
     if parse_once:
         exprs = [_mv_parse(a, timeout_s) if ok else [] for a, ok in zip(answers, usable)]
     parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
+    find = functools.partial(_find, parent)
 
     for i in range(n):
         for j in range(i + 1, n):
