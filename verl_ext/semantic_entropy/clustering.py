@@ -48,6 +48,11 @@ def _mv_verify(gold, target, timeout_s: float) -> bool:
         return False
 
 
+def _mv_equivalent(a, b, timeout_s: float) -> bool:
+    """The symmetric check: ``verify`` both ways (math-verify's ``verify`` is not symmetric)."""
+    return _mv_verify(a, b, timeout_s) and _mv_verify(b, a, timeout_s)
+
+
 def _parse(answer: str, timeout_s: float) -> list:
     """math-verify's parse of an answer; plain integers skip the parser (``shortcuts.integer_parse``)."""
     value = plain_integer(answer)
@@ -72,8 +77,7 @@ def _cached_signature(answer: str, timeout_s: float) -> Signature | None:
 
 @functools.lru_cache(maxsize=1 << 18)
 def _cached_equiv(a: str, b: str, timeout_s: float) -> bool:
-    pa, pb = _cached_parse(a, timeout_s), _cached_parse(b, timeout_s)
-    return _mv_verify(pa, pb, timeout_s) and _mv_verify(pb, pa, timeout_s)
+    return _mv_equivalent(_cached_parse(a, timeout_s), _cached_parse(b, timeout_s), timeout_s)
 
 
 def _find(parent: list[int], i: int) -> int:
@@ -112,8 +116,7 @@ class _Answers:
             return False
         if self.cache:
             return _cached_equiv(*sorted((self.answers[i], self.answers[j])), self.timeout_s)
-        pi, pj = self.parsed(i), self.parsed(j)
-        return _mv_verify(pi, pj, self.timeout_s) and _mv_verify(pj, pi, self.timeout_s)
+        return _mv_equivalent(self.parsed(i), self.parsed(j), self.timeout_s)
 
     def verifies(self, gold: int, i: int) -> bool:
         """``verify(gold, answer i)``: asymmetric, as graded."""
@@ -399,7 +402,7 @@ def naive_cluster_answers(
                 exprs[i], exprs[j] = _mv_parse(answers[i], timeout_s), _mv_parse(answers[j], timeout_s)
             a, b = exprs[i], exprs[j]
             # every pair is checked (no skipping via the union-find): that is the naive baseline
-            if a and b and _mv_verify(a, b, timeout_s) and _mv_verify(b, a, timeout_s):
+            if a and b and _mv_equivalent(a, b, timeout_s):
                 parent[find(j)] = find(i)
     if not parse_once and sum(usable) == 1:  # an answer without a partner: parsed once, to know it is parseable
         k = usable.index(True)
