@@ -5,11 +5,14 @@ tensors passed in, so the caller decides the *selection scope*: pass a whole tra
 scope that does not depend on the micro-batch split, or one micro-batch to reproduce KL-Cov and the
 authors' release.
 
-On an accelerator the selection never reads a value back to the host: cut-offs are found by sorting
-and gathering at a tensor index instead of `topk(k=int)`, and no boolean indexing (which has a
-data-dependent output shape) is used. On the CPU, where a host read is free (the global selection runs
-in verl's TaskRunner on the CPU), the valid tokens are gathered first and `kthvalue` replaces the sort:
-same results, several times faster.
+Set sizes are exact (k = max(1, floor(fraction * n))) and ties are broken by position, earlier token first
+in row-major order of the tensors passed in; see `sent_token_weights`.
+
+On an accelerator the selection never reads a value back to the host: the k-th value is found by sorting
+and gathering at a tensor index instead of `topk(k=int)`, ties at it are resolved with a running count
+(O(n) memory, no (B, L, L) temporaries), and no boolean indexing (which has a data-dependent output shape)
+is used. On the CPU, where a host read is free (the global selection runs in verl's TaskRunner on the CPU),
+the valid tokens are gathered first and `kthvalue` replaces the sort: same results, several times faster.
 """
 
 from __future__ import annotations
@@ -38,8 +41,10 @@ class SentSelection:
     """Per-token result of the selection, all shaped like the inputs.
 
     `beta` is the KL coefficient per token (float32). `low_entropy` and `high_cov` are the sets T_low and
-    T_high. `entropy_cut` / `cov_cut` are the thresholds that were applied (scalars; +inf / -inf when the
-    set they cut is empty), `num_valid` the number of valid tokens.
+    T_high. `entropy_cut` / `cov_cut` are the thresholds that were applied (scalars): in the fraction forms
+    the k-th smallest entropy and the k'-th largest Cov, which the last token taken may equal while tokens
+    left out tie with it (+inf / -inf when the set they cut is empty). `num_valid` is the number of valid
+    tokens.
     """
 
     beta: torch.Tensor
@@ -66,14 +71,22 @@ def sent_token_weights(
 ) -> torch.Tensor:
     """KL coefficient beta_t per token (float32, shaped like `entropy`).
 
-    - T_low: valid tokens with H_t <= the k-th smallest valid entropy, k = max(1, floor(low_entropy_fraction
-      * N_valid)), ties at the cut included; or H_t < entropy_threshold when that is set.
-    - Cov_t = (logp_t - mean logp) * (A_t - mean A), means over all valid tokens passed in.
-    - T_high: tokens of T_low with Cov_t >= the k'-th largest Cov in T_low, k' = max(1, floor(high_cov_fraction
-      * |T_low|)), ties included; or Cov_t > cov_threshold when that is set.
+    Every set has an exact size, and every tie is broken by position: of equal values, the earlier valid
+    token in row-major order of the tensors passed in is taken first.
+
+    - T_low: exactly the k = max(1, floor(low_entropy_fraction * N_valid)) valid tokens with the smallest
+      entropy; or H_t < entropy_threshold when that is set.
+    - Cov_t = (logp_t - mean logp) * (A_t - mean A), means over all valid tokens passed in, in float64 (a
+      constant advantage gives Cov exactly 0).
+    - T_high: exactly the k' = max(1, floor(high_cov_fraction * |T_low|)) tokens of T_low with the largest
+      Cov_t; or Cov_t > cov_threshold when that is set.
     - beta_t = beta_high on T_high, beta_low on T_low minus T_high, 0 elsewhere. With `low_cov_fraction`
-      (the released code's form) beta_low goes only to the k'' = max(1, floor(low_cov_fraction * |T_low|))
-      lowest-Cov tokens of T_low minus T_high.
+      (the released code's form) beta_low goes only to exactly k'' = max(1, floor(low_cov_fraction * |T_low|))
+      tokens of T_low minus T_high with the smallest Cov_t (all of them when fewer remain).
+
+    Why exact counts: with "ties at the cut included", a step whose rewards were all equal (every Cov 0) put
+    all of T_low into T_high, 4x the penalty exactly when the policy gradient is 0, and bf16-quantised
+    entropies tied so much that T_low was every token. KL-Cov selects exact counts too (`topk`).
 
     An all-masked input returns zeros.
     """
@@ -159,7 +172,6 @@ def _select(
     _check_finite("advantages", advantages, valid)
     entropy, log_prob, advantages = (t.detach().float() for t in (entropy, log_prob, advantages))
     device = entropy.device
-    inf = torch.tensor(float("inf"), device=device)
 
     def only_valid(values, fill):
         return values if valid is None else torch.where(valid, values, fill)
@@ -169,41 +181,46 @@ def _select(
 
     num_valid = torch.tensor(entropy.numel(), device=device) if valid is None else valid.sum()
 
-    # T_low
+    # T_low: exactly k tokens, so quantised (bf16) entropies cannot make every token "low".
     if entropy_threshold is not None:
         entropy_cut = torch.tensor(float(entropy_threshold), device=device)
         low = and_valid(entropy < entropy_cut)
     else:
         k = _fraction_count(low_entropy_fraction, num_valid)
-        entropy_cut = _kth_smallest(only_valid(entropy, inf), k)
-        low = and_valid(entropy <= entropy_cut)
+        low, entropy_cut = _take_smallest(entropy, valid, k)
 
-    # Cov_t, centred over every valid token of the scope (not only T_low).
-    denom = num_valid.clamp(min=1)
+    # Cov_t, centred over every valid token of the scope (not only T_low). float64 means and products: a
+    # constant advantage centres to exactly 0 (float32 sums leave rounding noise that would rank tokens).
+    denom = num_valid.clamp(min=1).double()
+    log_prob, advantages = log_prob.double(), advantages.double()
     mean_logp = only_valid(log_prob, 0.0).sum() / denom
     mean_adv = only_valid(advantages, 0.0).sum() / denom
     cov = (log_prob - mean_logp) * (advantages - mean_adv)
 
-    # T_high within T_low
+    # T_high within T_low: exactly k' tokens, so an all-equal Cov (all rewards equal) cannot put all of T_low in it.
     num_low = low.sum()
     if cov_threshold is not None:
-        cov_cut = torch.tensor(float(cov_threshold), device=device)
+        cov_cut = torch.tensor(float(cov_threshold), dtype=torch.float64, device=device)
         high = low & (cov > cov_cut)
     else:
         k_high = _fraction_count(high_cov_fraction, num_low)
-        cov_cut = -_kth_smallest(torch.where(low, -cov, inf), k_high)  # k'-th largest
-        high = low & (cov >= cov_cut)
+        high, negated_cut = _take_smallest(-cov, low, k_high)  # largest Cov = smallest -Cov
+        cov_cut = -negated_cut
 
     rest = low & ~high
     if low_cov_fraction is not None:
         k_low_cov = _fraction_count(low_cov_fraction, num_low)
-        low_cov_cut = _kth_smallest(torch.where(rest, cov, inf), k_low_cov)
-        rest = rest & (cov <= low_cov_cut)
+        rest, _ = _take_smallest(cov, rest, k_low_cov)  # fewer than k'' when fewer remain
 
     zero = torch.zeros((), dtype=torch.float32, device=device)
     beta = torch.where(high, beta_high, torch.where(rest, beta_low, zero)).to(torch.float32)
     return SentSelection(
-        beta=beta, low_entropy=low, high_cov=high, entropy_cut=entropy_cut, cov_cut=cov_cut, num_valid=num_valid
+        beta=beta,
+        low_entropy=low,
+        high_cov=high,
+        entropy_cut=entropy_cut,
+        cov_cut=cov_cut.float(),
+        num_valid=num_valid,
     )
 
 
@@ -233,6 +250,28 @@ def masked_quantiles(values: torch.Tensor, mask: torch.Tensor, qs: tuple[float, 
 def _fraction_count(fraction: float, count: torch.Tensor) -> torch.Tensor:
     """max(1, floor(fraction * count)) as a tensor; float64 so it matches Python's `int(fraction * n)`."""
     return torch.floor(count.double() * fraction).long().clamp(min=1)
+
+
+def _take_smallest(
+    values: torch.Tensor, eligible: torch.Tensor | None, k: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exactly min(k, #eligible) eligible entries with the smallest values, and the k-th smallest value.
+
+    Ties at the cut go to the earliest positions in row-major order, so the result is a function of the
+    values and their order only (in the global scope: the step batch's order, whatever the split). Found
+    without a host read: the k-th smallest value v, every entry below v, then the first (k - #below)
+    entries equal to v by a running count. O(n) memory, identical on the CPU and accelerator paths.
+    `eligible=None` means every entry is eligible; the k-th value is +inf when fewer than k are eligible.
+    """
+    keyed = values if eligible is None else torch.where(eligible, values, float("inf"))
+    cut = _kth_smallest(keyed, k)
+    below = keyed < cut  # ineligible entries are +inf, never below
+    at_cut = keyed == cut
+    if eligible is not None:
+        at_cut = at_cut & eligible  # when cut is +inf (too few eligible), the +inf fill must not count
+    room = k - below.sum()
+    first_at_cut = at_cut.flatten().cumsum(0).view(at_cut.shape) <= room
+    return below | (at_cut & first_at_cut), cut
 
 
 def _kth_smallest(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
