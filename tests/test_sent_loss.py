@@ -45,6 +45,7 @@ def test_loss_runs_on_engine_layout_and_reports_metrics(actor_config, engine_bat
                 "sent/entropy_p10", "sent/entropy_p50", "sent/entropy_p90", "sent/penalised_frac"):
         assert key in step_metrics, key
     assert step_metrics["sent/low_entropy_frac"] == pytest.approx(0.8, abs=0.01)
+    assert step_metrics["sent/high_cov_frac"] == pytest.approx(0.1, abs=0.01)  # a share of T_low
     assert step_metrics["sent/entropy_p10"] < step_metrics["sent/entropy_p50"] < step_metrics["sent/entropy_p90"]
 
 
@@ -105,10 +106,32 @@ def test_micro_batch_scope_depends_on_the_split(actor_config, engine_batch, engi
     assert not torch.allclose(grad_1, grad_4, rtol=1e-4, atol=1e-6)
 
 
+def kl_cov_cut_gaps(batch, ratio, micro_batches):
+    """Per micro-batch, the gap between the k-th and (k+1)-th largest Cov, k = max(1, int(ratio * n)) as in verl's
+    `kl_cov` (current log-probs, valid tokens, float64)."""
+    logp, per_micro, gaps = batch.current_response_log_probs(), batch.batch_size // micro_batches, []
+    for start in range(0, batch.batch_size, per_micro):
+        rows = range(start, start + per_micro)
+        valid = torch.cat([batch.td["response_mask"][i] for i in rows]).bool()
+        lp = torch.cat([logp[i] for i in rows]).double()[valid]
+        adv = torch.cat([batch.td["advantages"][i] for i in rows]).double()[valid]
+        cov = (lp - lp.mean()) * (adv - adv.mean())
+        k = max(1, int(ratio * cov.numel()))
+        top = torch.topk(cov, k + 1).values
+        gaps.append(float(top[k - 1] - top[k]))
+    return gaps
+
+
 @pytest.mark.parametrize("micro_batches", [1, 2, 4])
 def test_equals_verl_kl_cov_in_its_special_case(actor_config, engine_batch, engine_loss, micro_batches):
     """low_entropy_fraction=1, beta_low=0, beta_high=ppo_kl_coef, kl_target=old, unclipped base, micro-batch scope and
-    the same covariance ratio reproduce verl's own `kl_cov` loss and gradient."""
+    the same covariance ratio reproduce verl's own `kl_cov` loss and gradient.
+
+    Tie order: `kl_cov` takes `torch.topk(cov, k)` over float32 Cov, which promises nothing about which of equal
+    values it returns (it differs between kernels and devices); SENT takes exactly k too, and of equal values the
+    earlier token. The two sets can only differ when the k-th and (k+1)-th largest Cov tie, or lie within float32
+    rounding of each other (SENT centres in float64). Continuous log-probs make this case tie-free, and the test
+    checks that first, so the equivalence below is about the loss, not luck at a tie."""
     ratio, coef = 0.05, 0.7
     common = {"kl_loss_coef": 0.0, "use_kl_loss": False}
     kl_cov_cfg = actor_config(**common, **{"policy_loss.loss_mode": "kl_cov", "policy_loss.kl_cov_ratio": ratio,
@@ -118,6 +141,7 @@ def test_equals_verl_kl_cov_in_its_special_case(actor_config, engine_batch, engi
         "policy_loss.high_cov_fraction": ratio, "policy_loss.beta_high": coef, "policy_loss.beta_low": 0.0,
         "policy_loss.kl_target": "old", "policy_loss.selection_scope": "micro_batch"})
     batch = engine_batch(PROMPTS, RESPONSES, off_policy=0.4)
+    assert min(kl_cov_cut_gaps(batch, ratio, micro_batches)) > 1e-4  # no tie, nor a float32 near-tie, at the cut
     loss_ref, grad_ref, _ = engine_loss(partial(ppo_loss, config=kl_cov_cfg), batch, micro_batches=micro_batches)
     loss_ours, grad_ours, _ = engine_loss(partial(sent_actor_loss, config=sent_cfg), batch,
                                           micro_batches=micro_batches)
@@ -129,6 +153,29 @@ def test_equals_verl_kl_cov_in_its_special_case(actor_config, engine_batch, engi
         "policy_loss.kl_target": "old", "policy_loss.selection_scope": "micro_batch"})), batch,
         micro_batches=micro_batches)
     assert not torch.allclose(grad_plain, grad_ref)
+
+
+@pytest.mark.parametrize("tied_field", ["advantages", "entropy"])
+def test_a_fully_tied_step_keeps_the_configured_fractions(actor_config, engine_batch, tied_field):
+    """What a real run produced: every reward of a step equal (every advantage, so every Cov, is 0), or bf16
+    entropies tied everywhere. The sets keep their exact sizes: T_high is k' tokens, not all of T_low (which gave 4x
+    the penalty exactly when the policy gradient is 0), and T_low is k tokens, not every token."""
+    fraction_low, fraction_high = 0.8, 0.05
+    cfg = actor_config(**{"policy_loss.low_entropy_fraction": fraction_low,
+                          "policy_loss.high_cov_fraction": fraction_high})
+    batch = engine_batch(PROMPTS, RESPONSES, hole_every=5)
+    constant = {"advantages": 0.0, "entropy": 0.25}[tied_field]
+    batch.td[tied_field] = torch.nested.as_nested_tensor(
+        [torch.full_like(t, constant) for t in batch.td[tied_field].unbind()], layout=torch.jagged)
+    metrics = with_step_beta(batch, cfg.policy_loss)
+    n = batch.num_valid_tokens()
+    k = int(fraction_low * n)
+    k_high = int(fraction_high * k)
+    assert metrics["sent/low_entropy_frac"] == pytest.approx(k / n)
+    assert metrics["sent/high_cov_frac"] == pytest.approx(k_high / k)
+    beta = padded_beta(batch.td[BETA_FIELD])
+    assert int((beta == cfg.policy_loss.beta_high).sum()) == k_high
+    assert int((beta == cfg.policy_loss.beta_low).sum()) == k - k_high
 
 
 def test_zero_betas_reduce_to_verl_ppo_loss(actor_config, engine_batch, engine_loss):

@@ -174,7 +174,7 @@ def selection_metrics(selection: SentSelection, entropy: torch.Tensor, response_
     p10, p50, p90 = masked_quantiles(entropy, valid, ENTROPY_QUANTILES)
     return {
         "sent/low_entropy_frac": selection.low_entropy.sum() / num_valid,
-        "sent/high_cov_frac": selection.high_cov.sum() / num_valid,
+        "sent/high_cov_frac": selection.high_cov.sum() / selection.low_entropy.sum().clamp(min=1).float(),  # of T_low
         "sent/penalised_frac": (selection.beta > 0).sum() / num_valid,
         "sent/entropy_cut": selection.entropy_cut,
         "sent/cov_cut": selection.cov_cut,
