@@ -24,17 +24,24 @@ class SentPolicyLossConfig(PolicyLossConfig):
     Args:
         base_loss_mode: registered policy loss that SENT's KL term is added to (`vanilla` = clipped PPO/GRPO,
             `unclipped` = -A * ratio as in KL-Cov and the released code).
-        low_entropy_fraction: T_low is the lowest-entropy fraction of valid tokens (ignored when
-            `entropy_threshold` is set).
+        low_entropy_fraction: T_low is exactly the k = max(1, floor(fraction * N)) lowest-entropy valid tokens,
+            ties by position (ignored when `entropy_threshold` is set).
         entropy_threshold: T_low = tokens with H_t < threshold.
-        high_cov_fraction: T_high is the highest-covariance fraction of T_low (ignored when `cov_threshold` is set).
+        high_cov_fraction: T_high is exactly the k' = max(1, floor(fraction * |T_low|)) highest-covariance tokens of
+            T_low, ties by position (ignored when `cov_threshold` is set).
         cov_threshold: T_high = tokens of T_low with Cov_t > threshold.
-        low_cov_fraction: released-code form: beta_low only on this lowest-covariance fraction of T_low.
+        low_cov_fraction: released-code form: beta_low only on exactly the k'' = max(1, floor(fraction * |T_low|))
+            lowest-covariance tokens of T_low minus T_high (fewer if fewer remain), ties by position.
         beta_high / beta_low: KL coefficients on T_high and on the rest of T_low.
         kl_target: `ref` = KL to the reference model (the paper), `old` = |log pi - log pi_old| (release, KL-Cov).
         kl_type: verl `kl_penalty` estimator for `kl_target=ref` (`low_var_kl` = k3, `kl`, `mse`, `abs`, `k3+`...).
         selection_scope: `global` = one selection per training step over the whole batch, from the old-policy
             entropy and log-probs; `micro_batch` = selection inside each micro-batch (KL-Cov / release behaviour).
+
+    Exact counts, ties by position: of equal values the earlier valid token (row-major in the selection scope)
+    wins, so the global selection is the same for any micro-batch or DP split. Not "ties included", because a
+    step with all rewards equal (every Cov 0) then put all of T_low into T_high (4x the penalty exactly when the
+    policy gradient is 0), and bf16-tied entropies made T_low every token; KL-Cov's `topk` also takes exact counts.
     """
 
     base_loss_mode: str = "vanilla"
