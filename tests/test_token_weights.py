@@ -153,6 +153,23 @@ def test_tie_heavy_inputs_match_brute_force_on_both_paths(name, kwargs, kind, ma
         assert torch.equal(selection.beta, want_beta)
 
 
+@pytest.mark.parametrize("name,kwargs", TIE_CASES, ids=[c[0] for c in TIE_CASES])
+def test_tie_heavy_step_at_scale_matches_brute_force_on_both_paths(name, kwargs):
+    """6,400 tokens with bf16 entropies and 0.05-step log-probs: large enough that the CPU path finds small cuts
+    (T_high) with a partial top-k and resolves long runs of ties from counts."""
+    g = torch.Generator().manual_seed(3)
+    entropy = bf16(torch.rand(16, 400, generator=g) * 0.05)
+    log_prob = torch.round(-torch.rand(16, 400, generator=g) * 100) / 20
+    advantages = torch.tensor([1.0, -1.0, 0.5, -0.5]).repeat(4).unsqueeze(1).expand(16, 400).clone()
+    mask = torch.ones(16, 400, dtype=torch.bool)
+    want_beta, want_low, want_high = brute_force_selection(entropy, log_prob, advantages, mask, **kwargs)
+    for selection in (select_sent_tokens(entropy, log_prob, advantages, mask, **kwargs),
+                      dense_path_selection(entropy, log_prob, advantages, mask, **kwargs)):
+        assert torch.equal(selection.low_entropy, want_low)
+        assert torch.equal(selection.high_cov, want_high)
+        assert torch.equal(selection.beta, want_beta)
+
+
 def dense_path_selection(entropy, log_prob, advantages, mask, **kwargs):
     """The accelerator path (masked tensors, no gathering), run on the CPU."""
     defaults = dict(low_entropy_fraction=0.8, entropy_threshold=None, high_cov_fraction=0.002, cov_threshold=None,
@@ -290,12 +307,16 @@ def test_high_covariance_means_positive_logp_times_advantage_deviation():
     assert cov[sel.high_cov].min() >= cov[mask & ~sel.high_cov].max()
 
 
-def test_sort_and_kthvalue_paths_agree():
+@pytest.mark.parametrize("tied", [False, True])
+def test_sort_and_kthvalue_paths_agree(tied):
+    """The CPU k-th value (partial top-k for k <= n / 256, else kthvalue) equals the accelerator's sort + gather."""
     g = torch.Generator().manual_seed(0)
-    for n in (1, 7, 1000):
-        values = torch.randn(n, generator=g)
+    for n in (1, 7, 1000, 5000):
+        values = torch.randint(0, 4, (n,), generator=g).double() if tied else torch.randn(n, generator=g)
         values[torch.rand(n, generator=g) < 0.3] = float("inf")
-        for k in (1, max(1, n // 3), n, n + 5):
+        for k in (1, 3, n // 256, max(1, n // 3), n, n + 5):
+            if k < 1:
+                continue
             k_tensor = torch.tensor(k)
             cpu = _kth_smallest(values, k_tensor)
             sorted_path = torch.sort(values).values.gather(0, (k_tensor - 1).clamp(max=n - 1).reshape(1)).squeeze(0)
