@@ -18,6 +18,7 @@ import platform
 import statistics
 import time
 from functools import partial
+from typing import Callable
 
 import torch
 from omegaconf import OmegaConf
@@ -43,14 +44,18 @@ def actor_cfg(**policy_loss):
     return omega_conf_to_dataclass(OmegaConf.create(base))
 
 
-def time_it(fn, repeats: int) -> float:
-    fn()  # warm-up
-    samples = []
+def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> list[tuple[str, float]]:
+    """Median seconds per variant. The variants take turns within each repeat, so load from other processes on a
+    shared machine falls on all of them alike and the ratios stay meaningful."""
+    for fn in fns.values():
+        fn()  # warm-up
+    samples = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return [(name, statistics.median(times)) for name, times in samples.items()]
 
 
 def bench_actor_loss(repeats: int) -> list[tuple[str, float]]:
@@ -74,7 +79,8 @@ def bench_actor_loss(repeats: int) -> list[tuple[str, float]]:
         loss, _ = loss_fn(model_output=out, data=td)
         loss.backward()
 
-    return [(name, time_it(partial(run, partial(fn, config=cfg)), repeats)) for name, (fn, cfg) in configs.items()]
+    variants = {name: partial(run, partial(fn, config=cfg)) for name, (fn, cfg) in configs.items()}
+    return time_interleaved(variants, repeats)
 
 
 def bench_global_selection(repeats: int) -> list[tuple[str, float]]:
@@ -100,11 +106,11 @@ def bench_global_selection(repeats: int) -> list[tuple[str, float]]:
            for name, t in (("entropy", entropy), ("old_log_probs", old), ("advantages", adv))},
     }, batch_size=[rows])
 
-    return [
-        ("verl vanilla forward+backward (same tokens)", time_it(vanilla, repeats)),
-        ("SENT global selection (math)", time_it(selection, repeats)),
-        ("SENT global selection + nested<->padded + metrics", time_it(lambda: step_sent_beta(nested, policy), repeats)),
-    ]
+    return time_interleaved({
+        "verl vanilla forward+backward (same tokens)": vanilla,
+        "SENT global selection (math)": selection,
+        "SENT global selection + nested<->padded + metrics": lambda: step_sent_beta(nested, policy),
+    }, repeats)
 
 
 def table(title: str, rows: list[tuple[str, float]], baseline: str) -> str:
@@ -124,7 +130,8 @@ def main() -> None:
     selection_rows = bench_global_selection(max(3, args.repeats // 2))
     report = "\n\n".join([
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}; median of {args.repeats} runs after a warm-up.",
+        f"torch {torch.__version__}; median of {args.repeats} (loss) / {max(3, args.repeats // 2)} (selection) "
+        "interleaved runs after a warm-up.",
         table("Actor loss forward + backward, (8, 4096) tokens, engine layout (target: SENT <= 1.5x vanilla)",
               loss_rows, "verl vanilla (ppo_loss)"),
         table("Per-step global selection, 2048 x 2048 tokens (target: <= 1x one vanilla forward+backward)",

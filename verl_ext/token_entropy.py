@@ -174,7 +174,10 @@ def _select(
     _check_finite("entropy", entropy, valid)
     _check_finite("log_prob", log_prob, valid)
     _check_finite("advantages", advantages, valid)
-    entropy, log_prob, advantages = (t.detach().float() for t in (entropy, log_prob, advantages))
+    entropy = entropy.detach().float()
+    # float64 for the Cov means and products: a constant advantage centres to exactly 0 (float32 sums leave
+    # rounding noise that would rank tokens), and Cov ties are exact ties.
+    log_prob, advantages = log_prob.detach().double(), advantages.detach().double()
     device = entropy.device
 
     def only_valid(values, fill):
@@ -193,10 +196,8 @@ def _select(
         k = _fraction_count(low_entropy_fraction, num_valid)
         low, entropy_cut = _take_smallest(entropy, valid, k, host_reads)
 
-    # Cov_t, centred over every valid token of the scope (not only T_low). float64 means and products: a
-    # constant advantage centres to exactly 0 (float32 sums leave rounding noise that would rank tokens).
+    # Cov_t, centred over every valid token of the scope (not only T_low).
     denom = num_valid.clamp(min=1).double()
-    log_prob, advantages = log_prob.double(), advantages.double()
     mean_logp = only_valid(log_prob, 0.0).sum() / denom
     mean_adv = only_valid(advantages, 0.0).sum() / denom
     cov = (log_prob - mean_logp) * (advantages - mean_adv)
