@@ -2,21 +2,28 @@
 
 verl's PPO (`run_ppo`) with `configs/sent_trainer.yaml`, whose search path includes verl's own config
 (`pkg://verl.trainer.config`), and a TaskRunner that registers the `sent_sync` trainer in its own process.
+`machine=cpu` runs the same loop on a CPU-only machine (`configs/machine/cpu.yaml`, `recipe/cpu/`).
 `--cfg job` prints the composed config without starting anything (works without a GPU).
 """
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import hydra
 import ray
+from omegaconf import OmegaConf
 from verl.trainer.main_ppo import TaskRunnerV1, run_ppo
 from verl.trainer.ppo.utils import need_critic, need_reference_policy
 from verl.utils.config import validate_config
 from verl.utils.device import auto_set_device
+from verl.utils.import_utils import import_external_libs
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+# "org/name": a model hub id, resolved by the workers; anything else must be a local folder.
+HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 class SentTaskRunner(TaskRunnerV1.__ray_actor_class__):
@@ -28,8 +35,28 @@ class SentTaskRunner(TaskRunnerV1.__ray_actor_class__):
         return super().run(config)
 
 
+def export_worker_environment(config) -> None:
+    """The driver runs with the environment its Ray workers get (`ray_kwargs.ray_init.runtime_env.env_vars`), and
+    imports the modules that environment asks verl to import (verl did its own imports before Hydra ran)."""
+    env_vars = config.ray_kwargs.ray_init.get("runtime_env", {}).get("env_vars", None) or {}
+    os.environ.update({str(key): str(value) for key, value in env_vars.items()})
+    modules = [name for name in os.environ.get("VERL_USE_EXTERNAL_MODULES", "").split(",") if name]
+    if modules:
+        import_external_libs(modules)
+
+
+def check_model_path(config) -> None:
+    """Fail before Ray starts on a model path that cannot load (the workers would fail one by one, or hang)."""
+    for key in ("actor_rollout_ref.model.path", "actor_rollout_ref.model.tokenizer_path"):
+        path = OmegaConf.select(config, key)
+        if path and not Path(path).expanduser().exists() and not HUB_ID.match(str(path)):
+            raise SystemExit(f"{key}={path}: no such model folder (and not a hub id like 'Qwen/Qwen2.5-7B')")
+
+
 @hydra.main(config_path=CONFIG_DIR, config_name="sent_trainer", version_base=None)
 def main(config) -> None:
+    check_model_path(config)
+    export_worker_environment(config)
     auto_set_device(config)
     validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
     run_ppo(config, task_runner_class=ray.remote(num_cpus=1)(SentTaskRunner))

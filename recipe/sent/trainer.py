@@ -62,13 +62,14 @@ class SentSyncTrainer(PPOTrainerSync):
     def _compute_advantage(self, batch, metrics: dict):
         batch = super()._compute_advantage(batch, metrics)
         if sent_loss_enabled(self.config) and self.actor_config.policy_loss.selection_scope == "global":
-            self._write_step_beta(batch, metrics)
+            batch = self._write_step_beta(batch, metrics)
         return batch
 
-    def _write_step_beta(self, batch, metrics: dict) -> None:
+    def _write_step_beta(self, batch, metrics: dict):
         """One selection over the whole step batch (all DP ranks, all mini/micro-batches), written back to
-        TransferQueue as the per-token field the actor loss reads."""
+        TransferQueue as the per-token field the actor loss reads. Returns the meta that the put returned: verl's
+        worker bridge hands the actor only `meta.fields`, so the old meta would leave `sent_beta` behind."""
         step_batch = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=list(STEP_FIELDS))
         beta, step_metrics = step_sent_beta(step_batch, self.actor_config.policy_loss)
-        tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=beta)
         metrics.update(step_metrics)
+        return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=beta)
