@@ -100,6 +100,8 @@ def tie_heavy_inputs(kind, mask_dtype=torch.bool, seed=11):
         entropy = torch.full((rows, cols), 0.25)
     elif kind == "one valid row":
         lengths = [0, 0, 0, 29, 0, 0]
+    elif kind == "all masked":
+        lengths = [0] * rows
     elif kind != "bf16-quantised entropies and log-probs":
         raise ValueError(kind)
     mask = torch.zeros(rows, cols)
@@ -109,7 +111,8 @@ def tie_heavy_inputs(kind, mask_dtype=torch.bool, seed=11):
 
 
 TIE_HEAVY = ["bf16-quantised entropies and log-probs", "coarse entropies and log-probs",
-             "one advantage for the whole scope", "all advantages 0", "all entropies equal", "one valid row"]
+             "one advantage for the whole scope", "all advantages 0", "all entropies equal", "one valid row",
+             "all masked"]
 
 
 CASES = [
@@ -236,8 +239,8 @@ def test_set_sizes_are_exact(name, kwargs, kind):
     fractions = {"low_entropy_fraction": 0.8, "high_cov_fraction": 0.002, **kwargs}
     selection = select_sent_tokens(entropy, log_prob, advantages, mask, **kwargs)
     n = int(mask.sum())
-    k = max(1, math.floor(fractions["low_entropy_fraction"] * n))
-    k_high = max(1, math.floor(fractions["high_cov_fraction"] * k))
+    k = min(n, max(1, math.floor(fractions["low_entropy_fraction"] * n)))  # 0 when every token is masked
+    k_high = min(k, max(1, math.floor(fractions["high_cov_fraction"] * k)))
     assert int(selection.low_entropy.sum()) == k
     assert int(selection.high_cov.sum()) == k_high
     beta_low_count = int(((selection.beta > 0) & ~selection.high_cov).sum())
@@ -245,6 +248,8 @@ def test_set_sizes_are_exact(name, kwargs, kind):
         assert beta_low_count == k - k_high
     else:
         assert beta_low_count == min(max(1, math.floor(fractions["low_cov_fraction"] * k)), k - k_high)
+    if n == 0:
+        assert selection.entropy_cut == float("inf") and selection.cov_cut == float("-inf")
 
 
 def test_constant_advantage_centres_to_exactly_zero():
@@ -283,8 +288,9 @@ def test_padding_and_all_masked_rows_get_zero():
 def test_all_masked_input_returns_zeros(mask_dtype):
     entropy, log_prob, advantages, _ = random_inputs()
     mask = torch.zeros_like(entropy).to(mask_dtype)
-    beta = sent_token_weights(entropy, log_prob, advantages, mask)
-    assert beta.dtype == torch.float32 and torch.count_nonzero(beta) == 0
+    for beta in (sent_token_weights(entropy, log_prob, advantages, mask, low_cov_fraction=0.1),
+                 dense_path_weights(entropy, log_prob, advantages, mask, low_cov_fraction=0.1)):
+        assert beta.dtype == torch.float32 and torch.count_nonzero(beta) == 0
 
 
 def test_counts_follow_the_fractions_at_scale():
