@@ -54,3 +54,22 @@ def test_weighted_bad_input():
 def test_bounds():
     for m in (2, 4, 8, 16):
         assert 0.0 <= semantic_entropy([i % 3 for i in range(m)]) <= math.log(m) + 1e-12
+
+
+def test_two_readings_of_the_weighted_formula_differ_on_answers_of_different_lengths():
+    """Two clusters, every token at -0.5 nats: a 10-token answer and a 100-token one. Per token they are equally
+    likely, so the length-normalised reading (Farquhar et al. 2024's code) gives log 2; read literally, the sequence
+    probabilities differ by e^45 and the short answer takes all the mass (SE ~ 0)."""
+    from verl_ext.semantic_entropy.entropy import sample_log_likelihoods
+
+    ids, cum, tokens = [0, 1], [-5.0, -50.0], [10, 100]
+    per_token = sample_log_likelihoods(cum, tokens, length_normalized=True)
+    sequence = sample_log_likelihoods(cum, tokens, length_normalized=False)
+    assert per_token == [-0.5, -0.5] and sequence == [-5.0, -50.0]
+    assert semantic_entropy(ids, per_token) == pytest.approx(math.log(2))
+    assert semantic_entropy(ids, sequence) < 1e-16  # e^-45 * 46 nats
+    # with equal lengths the readings agree up to the 1/length scale of the log-probs
+    assert semantic_entropy([0, 1], sample_log_likelihoods([-3.0, -3.0], [6, 6], length_normalized=True)) == \
+        pytest.approx(semantic_entropy([0, 1], [-3.0, -3.0]))
+    assert sample_log_likelihoods([-1.0, None], [1, 1], length_normalized=True) is None  # no log-probs: no weighted SE
+    assert sample_log_likelihoods([-2.0], [0], length_normalized=True) == [-2.0]  # an empty answer counts as one token

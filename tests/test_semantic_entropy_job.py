@@ -112,9 +112,10 @@ def test_vllm_backend_cli_end_to_end(tiny_model, tmp_path):
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     assert "scored 5 rows" in r.stdout
     scored, audit, summary = _check_scored(out, 5, 4)
-    assert summary["entropy_flavour"] == "weighted"
+    # the weighted flavour weighs samples by their mean token likelihood unless length_normalized=false (issue 10)
+    assert summary["entropy_flavour"] == "weighted_length_normalized"
     for ei in scored.extra_info:
-        assert ei["se_flavour"] == "weighted" and ei["se_weighted"] == ei["semantic_entropy"]
+        assert ei["se_flavour"] == "weighted_length_normalized" and ei["se_weighted"] == ei["semantic_entropy"]
     assert audit.cum_logprob.notna().all() and (audit.cum_logprob < 0).all()
     # the input rows are kept unchanged besides extra_info
     src = pd.read_parquet(inp)
@@ -138,6 +139,28 @@ def test_openai_backend_end_to_end(vllm_server, tiny_model, tmp_path):
     assert pd.read_parquet(tmp_path / "out2" / "audit.parquet").equals(audit)
 
 
+# The job in a child process with a backend that pauses after generating: the pause (a test hook, not a setting)
+# widens the window in which the kill lands mid-shard, after generation and before the shard is written.
+SLOW_BACKEND_JOB = """
+import json, sys, time
+from verl_ext.semantic_entropy.backends import build_backend
+from verl_ext.semantic_entropy.job import ScoringConfig, run_job
+
+class PausingBackend:
+    def __init__(self, inner, pause_s):
+        self.inner, self.pause_s = inner, pause_s
+    def generate(self, *args):
+        samples = self.inner.generate(*args)
+        time.sleep(self.pause_s)
+        return samples
+    def close(self):
+        self.inner.close()
+
+cfg = ScoringConfig.from_config(json.loads(sys.argv[1]))
+run_job(cfg, backend=PausingBackend(build_backend(cfg, seed=cfg.sampling.seed), float(sys.argv[2])))
+"""
+
+
 @pytest.mark.slow
 def test_kill_minus_9_mid_shard_then_resume_is_identical(vllm_server, tiny_model, tmp_path):
     from verl_ext.semantic_entropy.job import run_job
@@ -147,8 +170,8 @@ def test_kill_minus_9_mid_shard_then_resume_is_identical(vllm_server, tiny_model
     ref = run_job(_cfg(inp, tmp_path / "ref", tiny_model, vllm_server))
 
     out = tmp_path / "killed"
-    cfg = _cfg(inp, out, tiny_model, vllm_server, **{"debug.sleep_after_generate_s": 3})
-    cmd = [sys.executable, "-m", "verl_ext.semantic_entropy", *_cli_args(cfg)]
+    cfg = _cfg(inp, out, tiny_model, vllm_server)
+    cmd = [sys.executable, "-c", SLOW_BACKEND_JOB, json.dumps(cfg), "3"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, **VLLM_ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 120

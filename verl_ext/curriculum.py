@@ -1,7 +1,9 @@
 """SENT's curriculum: train on prompts in ascending semantic entropy, stage by stage (pure functions + a CLI).
 
 ``plan_curriculum`` returns dataset indices in training order. ``recipe.sent.curriculum_dataset`` serves that order
-in a single verl run; ``python -m verl_ext.curriculum`` writes one parquet per stage for stage-by-stage runs.
+in a single verl run (configured by ``CurriculumConfig``, the ``data.curriculum`` block); ``python -m
+verl_ext.curriculum`` writes one parquet per stage for stage-by-stage runs. The defaults of every knob are the fields of
+``CurriculumConfig`` (the functions' keyword defaults and the CLI's are read from it).
 """
 
 from __future__ import annotations
@@ -12,11 +14,64 @@ import json
 import math
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-SCORE_KEY = "semantic_entropy"
+from verl_ext.config import ConfigError, TypedConfig, one_of
+
+SCORE_KEY = "semantic_entropy"  # the column the scoring job writes (extra_info.semantic_entropy)
+ENABLE_MODES = ("auto", "true", "false")
+
+
+@dataclass
+class StagesConfig(TypedConfig):
+    """How prompts are split into stages (shared by ``data.curriculum`` and the scoring job's histogram)."""
+
+    num_stages: int = 2
+    """equal-size quantile stages in ascending SE (ignored when stage_boundaries is set)"""
+    stage_boundaries: list[float] | None = None
+    """ascending SE thresholds instead, e.g. [0.0] (SE = 0 vs > 0) or [0.5, 1.2]; stage k holds b_(k-1) < SE <= b_k"""
+
+    def validate(self) -> None:
+        if self.num_stages < 1:
+            raise ConfigError(f"num_stages must be >= 1, got {self.num_stages}")
+        b = self.stage_boundaries
+        if b is not None and any(b2 <= b1 for b1, b2 in zip(b, b[1:])):
+            raise ConfigError(f"stage_boundaries must be strictly ascending, got {list(b)}")
+
+    @property
+    def stage_count(self) -> int:
+        return len(self.stage_boundaries) + 1 if self.stage_boundaries is not None else self.num_stages
+
+
+@dataclass
+class CurriculumConfig(StagesConfig):
+    """``data.curriculum`` of the recipe's trainer config (``recipe.sent.curriculum_dataset.CurriculumRLDataset``)."""
+
+    enable: Any = "auto"
+    """auto: curriculum when the train data has scores, file order with a warning otherwise; true: fail on unscored data; false: plain RLHFDataset"""
+    score_key: str = SCORE_KEY
+    """a top-level column, else extra_info.<score_key> (what the scoring job writes)"""
+    epochs_per_stage: int = 1
+    """passes over each stage before the next (the release used 5); keep trainer.total_epochs=1"""
+    shuffle_within_stage: bool = True
+    """reshuffle each stage every epoch (seeded); false = ascending SE inside a stage"""
+    seed: int = 0
+    """seed of the within-stage shuffles"""
+
+    def validate(self) -> None:
+        super().validate()
+        # Hydra reads `true`/`false` as booleans and `auto` as a string: one spelling for the code to compare
+        self._normalise("enable", str(self.enable).lower())
+        one_of("curriculum.enable", self.enable, ENABLE_MODES)
+        if self.epochs_per_stage < 1:
+            raise ConfigError(f"epochs_per_stage must be >= 1, got {self.epochs_per_stage}")
+
+
+DEFAULTS = CurriculumConfig()
 
 
 def _check_scores(scores: Sequence[float]) -> list[float]:
@@ -29,7 +84,10 @@ def _check_scores(scores: Sequence[float]) -> list[float]:
 
 
 def assign_stages(
-    scores: Sequence[float], *, num_stages: int = 2, stage_boundaries: Sequence[float] | None = None
+    scores: Sequence[float],
+    *,
+    num_stages: int = DEFAULTS.num_stages,
+    stage_boundaries: Sequence[float] | None = DEFAULTS.stage_boundaries,
 ) -> list[int]:
     """Stage id (0-based) of every index.
 
@@ -40,13 +98,10 @@ def assign_stages(
     """
     sc = _check_scores(scores)
     n = len(sc)
-    if stage_boundaries is not None:
-        b = [float(x) for x in stage_boundaries]
-        if any(b2 <= b1 for b1, b2 in zip(b, b[1:])):
-            raise ValueError(f"stage_boundaries must be strictly ascending, got {b}")
-        return [bisect.bisect_left(b, s) for s in sc]
-    if num_stages < 1:
-        raise ValueError(f"num_stages must be >= 1, got {num_stages}")
+    bounds = [float(x) for x in stage_boundaries] if stage_boundaries is not None else None
+    StagesConfig(num_stages=num_stages, stage_boundaries=bounds)  # validates both
+    if bounds is not None:
+        return [bisect.bisect_left(bounds, s) for s in sc]
     order = sorted(range(n), key=lambda i: (sc[i], i))
     stages = [0] * n
     base, extra = divmod(n, num_stages)
@@ -62,11 +117,11 @@ def assign_stages(
 def plan_curriculum(
     scores: Sequence[float],
     *,
-    num_stages: int = 2,
-    epochs_per_stage: int = 1,
-    seed: int = 0,
-    shuffle_within_stage: bool = True,
-    stage_boundaries: Sequence[float] | None = None,
+    num_stages: int = DEFAULTS.num_stages,
+    epochs_per_stage: int = DEFAULTS.epochs_per_stage,
+    seed: int = DEFAULTS.seed,
+    shuffle_within_stage: bool = DEFAULTS.shuffle_within_stage,
+    stage_boundaries: Sequence[float] | None = DEFAULTS.stage_boundaries,
 ) -> list[int]:
     """Dataset indices in training order.
 
@@ -76,7 +131,7 @@ def plan_curriculum(
     skipped. Deterministic for fixed arguments.
     """
     if epochs_per_stage < 1:
-        raise ValueError(f"epochs_per_stage must be >= 1, got {epochs_per_stage}")
+        raise ConfigError(f"epochs_per_stage must be >= 1, got {epochs_per_stage}")
     stages = assign_stages(scores, num_stages=num_stages, stage_boundaries=stage_boundaries)
     sc = [float(s) for s in scores]
     n_stages = (len(stage_boundaries) + 1) if stage_boundaries is not None else num_stages
@@ -92,6 +147,17 @@ def plan_curriculum(
             else:
                 plan.extend(members)
     return plan
+
+
+def describe_stages(scores: Sequence[float], split: StagesConfig) -> list[dict]:
+    """Per stage of ``split``: 1-based ``stage``, ``rows``, ``se_min`` and ``se_max`` (None for an empty stage)."""
+    stage_of = assign_stages(scores, num_stages=split.num_stages, stage_boundaries=split.stage_boundaries)
+    out = []
+    for k in range(split.stage_count):
+        members = [float(s) for s, st in zip(scores, stage_of) if st == k]
+        out.append({"stage": k + 1, "rows": len(members), "se_min": min(members, default=None),
+                    "se_max": max(members, default=None)})
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------- CLI
@@ -114,9 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--input", required=True, help="scored parquet (output of python -m verl_ext.semantic_entropy)")
     p.add_argument("--output-dir", required=True)
-    p.add_argument("--num-stages", type=int, default=2)
-    p.add_argument("--epochs-per-stage", type=int, default=1, help="repeat each stage's rows in its file")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-stages", type=int, default=DEFAULTS.num_stages)
+    p.add_argument("--epochs-per-stage", type=int, default=DEFAULTS.epochs_per_stage, help="repeat each stage's rows in its file")
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--no-shuffle", action="store_true", help="keep ascending score order within a stage")
     p.add_argument("--stage-boundaries", default=None, help="comma-separated SE thresholds, e.g. 0.0,1.0")
     p.add_argument("--score-key", default=SCORE_KEY)

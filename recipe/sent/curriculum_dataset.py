@@ -7,16 +7,8 @@ Use with::
     data.shuffle=False                     # the dataset already is in curriculum order
     trainer.total_epochs=1                 # one pass over the plan; epochs per stage: data.curriculum.epochs_per_stage
 
-``data.curriculum`` (all optional)::
-
-    enable: auto            # auto: curriculum when the train data has scores, plain order otherwise (warning)
-                            # true: require scores (clear error on unscored data); false: plain RLHFDataset
-    score_key: semantic_entropy   # a top-level column, else extra_info.<score_key> (what the scoring job writes)
-    num_stages: 2
-    epochs_per_stage: 1
-    seed: 0
-    shuffle_within_stage: true
-    stage_boundaries: null  # SE thresholds instead of equal-size quantile stages, e.g. [0.0] or [0.5, 1.2]
+``data.curriculum`` is ``verl_ext.curriculum.CurriculumConfig`` (every knob, its default and its check; the block in
+``configs/sent_trainer.yaml`` is tested to hold the same defaults, and a misspelt key is an error naming it).
 
 The training set is recognised by its files being ``data.train_files`` (verl's ``create_rl_dataset`` does not pass
 ``is_train``); every other instance (the validation set) is a plain, untouched ``RLHFDataset``. Rows are served in
@@ -42,7 +34,7 @@ from typing import Any
 
 from verl.utils.dataset.rl_dataset import RLHFDataset
 
-from verl_ext.curriculum import SCORE_KEY, assign_stages, plan_curriculum
+from verl_ext.curriculum import CurriculumConfig, assign_stages, plan_curriculum
 
 logger = logging.getLogger(__name__)
 
@@ -53,14 +45,10 @@ class CurriculumDataError(ValueError):
     """The curriculum was requested but the data cannot provide it."""
 
 
-def _cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
-    if cfg is None:
-        return default
-    try:
-        val = cfg.get(key, default)
-    except AttributeError:
-        val = getattr(cfg, key, default)
-    return default if val is None else val
+def curriculum_config(data_config: Any) -> CurriculumConfig:
+    """The typed ``data.curriculum`` of verl's data config (its defaults when the block is absent)."""
+    section = data_config.curriculum if "curriculum" in data_config else None
+    return CurriculumConfig.from_config(section, where="data.curriculum")
 
 
 def _norm_files(files: Any) -> list[str]:
@@ -84,14 +72,12 @@ class CurriculumRLDataset(RLHFDataset):
         self.curriculum_plan: list[int] | None = None
         self.curriculum_stages: list[int] | None = None  # 1-based stage per served position
         self.curriculum_scores: list[float] | None = None  # score per served position
-        cur = _cfg_get(self.config, "curriculum", {})
-        enable = _cfg_get(cur, "enable", "auto")
-        enable = str(enable).lower() if not isinstance(enable, bool) else enable
-        if enable in (False, "false", "off", "0", "none"):
+        cur = curriculum_config(self.config)
+        if cur.enable == "false":
             return
         if not self._is_train_instance():
             return  # the validation set stays a plain RLHFDataset
-        key = str(_cfg_get(cur, "score_key", SCORE_KEY))
+        key = cur.score_key
         scores = self._read_scores(key)
         missing = [i for i, s in enumerate(scores) if _missing(s)]
         if missing:
@@ -102,29 +88,26 @@ class CurriculumRLDataset(RLHFDataset):
                 f"input_files=... output_dir=... model.path=...` and train on <output_dir>/scored.parquet, "
                 f"or set data.curriculum.enable=false."
             )
-            if enable is True or enable in ("true", "on", "1"):
+            if cur.enable == "true":
                 raise CurriculumDataError(msg)
             logger.warning("%s Training in file order (data.curriculum.enable=auto).", msg)
             return
         scores = [float(s) for s in scores]
-        bounds = _cfg_get(cur, "stage_boundaries", None)
-        bounds = [float(b) for b in bounds] if bounds is not None else None
-        num_stages = int(_cfg_get(cur, "num_stages", 2))
         plan = plan_curriculum(
             scores,
-            num_stages=num_stages,
-            epochs_per_stage=int(_cfg_get(cur, "epochs_per_stage", 1)),
-            seed=int(_cfg_get(cur, "seed", 0)),
-            shuffle_within_stage=bool(_cfg_get(cur, "shuffle_within_stage", True)),
-            stage_boundaries=bounds,
+            num_stages=cur.num_stages,
+            epochs_per_stage=cur.epochs_per_stage,
+            seed=cur.seed,
+            shuffle_within_stage=cur.shuffle_within_stage,
+            stage_boundaries=cur.stage_boundaries,
         )
-        stage_of = assign_stages(scores, num_stages=num_stages, stage_boundaries=bounds)
+        stage_of = assign_stages(scores, num_stages=cur.num_stages, stage_boundaries=cur.stage_boundaries)
         self.dataframe = self.dataframe.select(plan)
         self.curriculum_plan = plan
         self.curriculum_stages = [stage_of[i] + 1 for i in plan]
         self.curriculum_scores = [scores[i] for i in plan]
         self.curriculum_active = True
-        if _cfg_get(self.config, "shuffle", False):
+        if self.config.shuffle:
             logger.warning("data.shuffle=True scrambles the curriculum order; set data.shuffle=False")
         sizes: dict[int, int] = {}
         for s in self.curriculum_stages:
@@ -132,13 +115,13 @@ class CurriculumRLDataset(RLHFDataset):
         logger.info("curriculum: %d served rows, stage sizes %s", len(plan), dict(sorted(sizes.items())))
 
     def _is_train_instance(self) -> bool:
-        train = _norm_files(_cfg_get(self.config, "train_files", None))
+        train = _norm_files(self.config.train_files)
         mine = _norm_files(self.original_data_files)
         if not train:
             return True  # used outside a trainer config: treat as the training set
         if mine != train:
             return False
-        if mine == _norm_files(_cfg_get(self.config, "val_files", None)):
+        if mine == _norm_files(self.config.val_files):
             logger.warning("train_files == val_files: the validation set gets the curriculum order too")
         return True
 

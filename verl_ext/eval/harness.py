@@ -22,11 +22,13 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from verl_ext.eval.config import EvalConfig
 from verl_ext.eval.metrics import benchmark_metrics
 from verl_ext.eval.report import plot_pass_at_k, render_report
-from verl_ext.semantic_entropy.backends import SamplingSettings, build_backend, load_tokenizer, render_chat
+from verl_ext.semantic_entropy.backends import build_backend, load_tokenizer, render_chat
 from verl_ext.semantic_entropy.clustering import MathVerifyPool, cluster_prompts
-from verl_ext.semantic_entropy.job import BadInputError, atomic_write_bytes, validate_row
+from verl_ext.semantic_entropy.rows import BadInputError, validate_row
+from verl_ext.semantic_entropy.shards import atomic_write_bytes
 
 log = logging.getLogger("verl_ext.eval")
 
@@ -50,21 +52,22 @@ class EvalSettings:
 
 
 class EvalRun:
-    def __init__(self, cfg, backend=None):
-        self.cfg = cfg
-        self.run_name = str(cfg.run_name or Path(str(cfg.model.path)).name)
-        self.out = Path(str(cfg.output_dir or Path("runs/eval") / self.run_name))
-        self.benchmarks = [str(b) for b in cfg.benchmarks]
+    def __init__(self, cfg: EvalConfig | Any, backend=None):
+        """``cfg``: an ``EvalConfig``, or a Hydra ``DictConfig`` / nested mapping of its fields."""
+        self.cfg = cfg = EvalConfig.from_config(cfg)
+        self.run_name = cfg.run_name or Path(cfg.model.path).name
+        self.out = Path(cfg.output_dir or Path("runs/eval") / self.run_name)
+        self.benchmarks = list(cfg.benchmarks)
         self.settings = EvalSettings(
-            model=str(cfg.model.path),
-            samples=int(cfg.sampling.n),
-            temperature=float(cfg.sampling.temperature),
-            top_p=float(cfg.sampling.top_p),
-            top_k=int(cfg.sampling.top_k),
-            max_tokens=int(cfg.sampling.max_tokens),
-            seed=int(cfg.sampling.seed),
-            max_problems=None if cfg.max_problems is None else int(cfg.max_problems),
-            ks=[int(k) for k in cfg.ks],
+            model=cfg.model.path,
+            samples=cfg.sampling.n,
+            temperature=cfg.sampling.temperature,
+            top_p=cfg.sampling.top_p,
+            top_k=cfg.sampling.top_k,
+            max_tokens=cfg.sampling.max_tokens,
+            seed=cfg.sampling.seed,
+            max_problems=cfg.max_problems,
+            ks=list(cfg.ks),
         )
         self._backend = backend
         self._owns_backend = backend is None
@@ -73,8 +76,7 @@ class EvalRun:
 
     # ------------------------------------------------------------------ inputs
     def benchmark_file(self, bench: str) -> Path:
-        files = dict(self.cfg.get("files") or {})
-        path = Path(str(files.get(bench) or Path(str(self.cfg.data_dir)) / f"{bench}.parquet"))
+        path = Path(self.cfg.files[bench]) if bench in self.cfg.files else Path(self.cfg.data_dir) / f"{bench}.parquet"
         if not path.exists():
             raise FileNotFoundError(
                 f"benchmark {bench!r}: file {path} not found (prepare it with `python scripts/prepare_data.py`, "
@@ -93,7 +95,7 @@ class EvalRun:
         problems = []
         for index, row in enumerate(rows):
             try:
-                problems.append(validate_row(row, str(self.cfg.prompt_key)))
+                problems.append(validate_row(row, self.cfg.prompt_key))
             except Exception as err:  # noqa: BLE001
                 raise BadInputError(f"{path}: row {index}: {err}") from err
         if not problems:
@@ -104,8 +106,7 @@ class EvalRun:
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            model = self.cfg.model
-            self._tokenizer = load_tokenizer(model.tokenizer_path or model.path, bool(model.get("trust_remote_code")))
+            self._tokenizer = load_tokenizer(self.cfg.model.tokenizer, self.cfg.model.trust_remote_code)
         return self._tokenizer
 
     @property
@@ -117,12 +118,11 @@ class EvalRun:
     @property
     def pool(self) -> MathVerifyPool:
         if self._pool is None:
-            self._pool = MathVerifyPool(num_workers=int(self.cfg.verify.num_workers),
-                                        timeout_s=float(self.cfg.verify.timeout_s))
+            self._pool = MathVerifyPool(num_workers=self.cfg.verify.num_workers, timeout_s=self.cfg.verify.timeout_s)
         return self._pool
 
     def render(self, messages: list[dict]) -> list[int]:
-        return render_chat(self.tokenizer, messages, dict(self.cfg.model.get("apply_chat_template_kwargs") or {}))
+        return render_chat(self.tokenizer, messages, self.cfg.model.apply_chat_template_kwargs)
 
     # ------------------------------------------------------------------ one benchmark
     def evaluate(self, bench: str) -> dict[str, Any]:
@@ -135,13 +135,9 @@ class EvalRun:
             log.warning("%s: %s has other settings; evaluating again", bench, result_path)
         problems = self.load_problems(bench)
         started = time.time()
-        sampling = SamplingSettings(
-            n=self.settings.samples, temperature=self.settings.temperature, top_p=self.settings.top_p,
-            top_k=self.settings.top_k, max_tokens=self.settings.max_tokens, seed=self.settings.seed,
-        )
         prompts = [self.render(messages) for messages, _ in problems]
         seeds = [_problem_seed(self.settings.seed, bench, i) for i in range(len(problems))]
-        samples = self.backend.generate(prompts, sampling, seeds)
+        samples = self.backend.generate(prompts, self.cfg.sampling, seeds)
         verdicts = cluster_prompts([([s.text for s in ss], gt) for ss, (_, gt) in zip(samples, problems)],
                                    pool=self.pool)
         per_problem = [
@@ -179,7 +175,7 @@ class EvalRun:
             self.benchmark_file(bench)
         results = {}
         try:
-            bar = tqdm(self.benchmarks, unit="benchmark", disable=not self.cfg.get("progress", True))
+            bar = tqdm(self.benchmarks, unit="benchmark", disable=not self.cfg.progress)
             for bench in bar:
                 bar.set_description(bench)
                 result = self.evaluate(bench)
@@ -191,8 +187,7 @@ class EvalRun:
         summary = {"run": self.run_name, "settings": asdict(self.settings), "benchmarks": results}
         summary_path = self.out / "results.json"
         atomic_write_bytes(summary_path, json.dumps(summary, indent=1).encode())
-        paper = [m.strip() for m in str(self.cfg.get("paper_columns") or "").split(",") if m.strip()]
-        atomic_write_bytes(self.out / "results.md", render_report([summary_path], paper).encode())
+        atomic_write_bytes(self.out / "results.md", render_report([summary_path], self.cfg.paper_column_names).encode())
         plot_pass_at_k([summary_path], self.out / "pass_at_k.png")
         return summary_path
 

@@ -12,8 +12,10 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from .config import OpenAIConfig, SamplingConfig
 
 
 @dataclass
@@ -21,16 +23,6 @@ class Sample:
     text: str
     cum_logprob: float | None
     num_tokens: int
-
-
-@dataclass
-class SamplingSettings:
-    n: int = 8
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = -1
-    max_tokens: int = 2048
-    seed: int = 0
 
 
 class VLLMBackend:
@@ -48,7 +40,7 @@ class VLLMBackend:
             kwargs["enable_chunked_prefill"] = False
         self.llm = LLM(model=model, tokenizer=tokenizer or model, **kwargs)
 
-    def generate(self, prompt_ids: list[list[int]], s: SamplingSettings, seeds: list[int]) -> list[list[Sample]]:
+    def generate(self, prompt_ids: list[list[int]], s: SamplingConfig, seeds: list[int]) -> list[list[Sample]]:
         from vllm import SamplingParams
 
         try:
@@ -95,21 +87,14 @@ class OpenAICompletionsBackend:
     """Any OpenAI-compatible ``/v1/completions`` server (vLLM, SGLang). Prompts are sent as token-id lists so the
     server sees exactly the rendering used for training; ``n=M`` per request; requests run concurrently."""
 
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        api_key: str = "EMPTY",
-        timeout_s: float = 600.0,
-        max_concurrency: int = 8,
-        max_retries: int = 3,
-    ):
-        self.url = base_url.rstrip("/") + "/completions"
-        self.model = model
-        self.api_key = api_key
-        self.timeout_s = float(timeout_s)
-        self.max_concurrency = max(1, int(max_concurrency))
-        self.max_retries = int(max_retries)
+    def __init__(self, server: OpenAIConfig, model: str):
+        """``model``: the served model name (``server.model``, else the job's ``model.path``)."""
+        self.url = server.base_url.rstrip("/") + "/completions"
+        self.model = server.model or model
+        self.api_key = server.api_key
+        self.timeout_s = server.timeout_s
+        self.max_concurrency = server.max_concurrency
+        self.max_retries = server.max_retries
 
     def _post(self, payload: dict) -> dict:
         data = json.dumps(payload).encode()
@@ -131,7 +116,7 @@ class OpenAICompletionsBackend:
             time.sleep(min(2.0**attempt, 30.0))
         raise RuntimeError(f"completions server {self.url} failed after {self.max_retries + 1} attempts: {last}")
 
-    def _one(self, ids: list[int], s: SamplingSettings, seed: int) -> list[Sample]:
+    def _one(self, ids: list[int], s: SamplingConfig, seed: int) -> list[Sample]:
         payload = {
             "model": self.model,
             "prompt": ids,
@@ -155,7 +140,7 @@ class OpenAICompletionsBackend:
             raise RuntimeError(f"completions server returned {len(out)} choices, expected n={s.n}")
         return out
 
-    def generate(self, prompt_ids: list[list[int]], s: SamplingSettings, seeds: list[int]) -> list[list[Sample]]:
+    def generate(self, prompt_ids: list[list[int]], s: SamplingConfig, seeds: list[int]) -> list[list[Sample]]:
         with ThreadPoolExecutor(self.max_concurrency) as ex:
             return list(ex.map(lambda a: self._one(a[0], s, a[1]), zip(prompt_ids, seeds)))
 
@@ -164,31 +149,16 @@ class OpenAICompletionsBackend:
 
 
 def build_backend(cfg, seed: int = 0):
-    """The backend a job config asks for: `backend` (vllm | openai), `model.path`, `model.tokenizer_path`, and the
-    `vllm.*` engine arguments (`extra_kwargs` merged in) or the `openai.*` server settings. Shared by the scoring job
-    and the evaluation harness."""
-    from omegaconf import DictConfig, OmegaConf
-
-    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    kind = str(plain.get("backend", "vllm"))
-    model_cfg = plain.get("model") or {}
-    model = str(model_cfg["path"])
-    if kind == "vllm":
-        engine = dict(plain.get("vllm") or {})
-        engine.update(engine.pop("extra_kwargs", None) or {})
+    """The backend a job config asks for (a ``ScoringConfig`` or an ``EvalConfig``): ``backend`` (vllm | openai),
+    ``model``, and the ``vllm`` engine arguments (``extra_kwargs`` merged in) or the ``openai`` server settings."""
+    if cfg.backend == "vllm":
+        engine = asdict(cfg.vllm)
+        engine.update(engine.pop("extra_kwargs"))
         engine.setdefault("seed", seed)
-        return VLLMBackend(model, tokenizer=model_cfg.get("tokenizer_path"), engine_kwargs=engine)
-    if kind == "openai":
-        server = dict(plain.get("openai") or {})
-        return OpenAICompletionsBackend(
-            base_url=str(server.get("base_url", "http://127.0.0.1:8000/v1")),
-            model=str(server.get("model") or model),
-            api_key=str(server.get("api_key", "EMPTY")),
-            timeout_s=float(server.get("timeout_s", 600)),
-            max_concurrency=int(server.get("max_concurrency", 8)),
-            max_retries=int(server.get("max_retries", 3)),
-        )
-    raise ValueError(f"backend must be 'vllm' or 'openai', got {kind!r}")
+        return VLLMBackend(cfg.model.path, tokenizer=cfg.model.tokenizer_path, engine_kwargs=engine)
+    if cfg.backend == "openai":
+        return OpenAICompletionsBackend(cfg.openai, model=cfg.model.path)
+    raise ValueError(f"backend must be 'vllm' or 'openai', got {cfg.backend!r}")
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):

@@ -1,4 +1,22 @@
-"""Semantic entropy (natural log) from cluster assignments (pure function)."""
+"""Semantic entropy (natural log) from cluster assignments, and the sample likelihoods of its weighted flavour.
+
+Two readings of the weighted formula (Kuhn et al. 2023; Farquhar et al. 2024; SENT's definition of SE)::
+
+    SE(x) = -sum_C p(C|x) log p(C|x),    p(C|x) = sum_{s in C} p(s|x) / sum_{s'} p(s'|x)
+
+differ only in what ``p(s|x)`` of a sampled answer ``s`` is:
+
+- **sequence likelihood** (the formula read literally): ``p(s|x) = prod_t p(s_t | s_<t, x)``, i.e. the exponential of
+  the sum of token log-probs. Answers of different lengths then differ by many orders of magnitude (a chain of
+  thought 100 tokens longer at -0.3 nats per token is e^-30 times less likely), so one short answer carries all the
+  mass and SE is about 0 whatever the clusters look like (the demo measured 9e-13 for 5 clusters of 8 answers).
+- **length-normalised likelihood** (Farquhar et al. 2024's reference implementation, github.com/jlko/
+  semantic_uncertainty, ``compute_uncertainty_measures.py``: ``log_liks_agg = [np.mean(log_lik) for log_lik in
+  log_liks]`` before ``logsumexp_by_id(..., agg="sum_normalized")`` and ``predictive_entropy_rao``): ``log p(s|x)`` = the mean token log-prob, i.e. the geometric mean of the token
+  probabilities, so answers are compared per token and the length stops deciding.
+
+``sample_log_likelihoods`` computes either reading; the scoring job's ``length_normalized`` (default true) picks one.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +24,26 @@ import math
 from collections.abc import Sequence
 
 
+def sample_log_likelihoods(
+    cum_logprobs: Sequence[float | None], num_tokens: Sequence[int], *, length_normalized: bool
+) -> list[float] | None:
+    """``log p(s|x)`` of each sample for the weighted SE: the sequence log-prob (``length_normalized=False``) or the
+    mean token log-prob (``True``; an empty sample counts as one token). None when a log-prob is missing."""
+    if any(lp is None for lp in cum_logprobs):
+        return None
+    if not length_normalized:
+        return [float(lp) for lp in cum_logprobs]
+    return [float(lp) / max(1, int(n)) for lp, n in zip(cum_logprobs, num_tokens)]
+
+
 def semantic_entropy(cluster_ids: Sequence[int], seq_logprobs: Sequence[float] | None = None) -> float:
     """Semantic entropy in nats.
 
     - ``seq_logprobs=None`` (discrete, the default): ``p_k = |C_k| / M``.
-    - with ``seq_logprobs`` (likelihood-weighted, Kuhn et al.): a cluster's mass is the sum of its sequences'
-      probabilities, ``log P(C_k) = logsumexp_{o in C_k} log p(o)``, normalised over the sample; computed in log
-      space so long sequences (log-probs of -1e4) do not underflow.
+    - with ``seq_logprobs`` (likelihood-weighted, Kuhn et al.): a cluster's mass is the sum of its samples'
+      likelihoods, ``log P(C_k) = logsumexp_{s in C_k} log p(s)``, normalised over the sample; computed in log
+      space so long sequences (log-probs of -1e4) do not underflow. Which ``log p(s)`` to pass (sequence or mean token
+      log-prob) is the choice the module docstring describes: see ``sample_log_likelihoods``.
 
     ``H = -sum_k p_k log p_k``. An empty sample has entropy 0.
     """
