@@ -167,3 +167,8 @@ def test_every_knob_is_documented(cls):
 
     undocumented = [key for key, default, meaning in knob_rows(cls) if default and not meaning]
     assert not undocumented, f"fields without a docstring under them: {undocumented}"
+
+
+def test_a_value_where_a_section_belongs_is_named():
+    with pytest.raises(ConfigError, match=r"summary\.stages is a section \(num_stages, stage_boundaries\); got 3"):
+        ScoringConfig.from_config(_scoring(summary={"stages": 3}))

@@ -66,12 +66,14 @@ class TypedConfig:
         ``overrides`` (nested mappings) merged on top. ``where`` prefixes key names in errors (``data.curriculum``)."""
         if isinstance(source, cls) and not overrides:
             return source
+        prefix = f"{where}." if where else ""
         layers = [OmegaConf.structured(cls)]
         if source is not None:
             layers.append(OmegaConf.structured(source) if isinstance(source, TypedConfig) else _as_omegaconf(source))
         if overrides:
             layers.append(OmegaConf.create(overrides))
-        prefix = f"{where}." if where else ""
+        for layer in layers[1:]:
+            _check_sections(cls, layer, prefix)
         try:
             return OmegaConf.to_object(OmegaConf.merge(*layers))
         except (ConfigKeyError, ConfigAttributeError) as err:
@@ -102,6 +104,22 @@ def _as_omegaconf(source: Any) -> DictConfig:
     if isinstance(source, Mapping):
         return OmegaConf.create(dict(source))
     raise ConfigError(f"a config must be a mapping or a DictConfig, got {type(source).__name__}")
+
+
+def _check_sections(cls: type, node: Any, prefix: str) -> None:
+    """A nested config given as a plain value (``model=x``) is an error naming the key (OmegaConf's merge error does
+    not say which)."""
+    for f in dataclasses.fields(cls):
+        nested = _nested_type(cls, f)
+        if nested is None or f.name not in node:
+            continue
+        value = node[f.name]
+        if value is None or isinstance(value, TypedConfig):
+            continue
+        if not isinstance(value, Mapping | DictConfig):
+            raise ConfigError(f"{prefix}{f.name} is a section ({', '.join(x.name for x in dataclasses.fields(nested))}); "
+                              f"got {value!r}")
+        _check_sections(nested, value, f"{prefix}{f.name}.")
 
 
 def _unknown_key_message(cls: type, prefix: str, err: Exception) -> str:
