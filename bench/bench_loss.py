@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -44,9 +45,9 @@ def actor_cfg(**policy_loss):
     return omega_conf_to_dataclass(OmegaConf.create(base))
 
 
-def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> list[tuple[str, float]]:
-    """Median seconds per variant. The variants take turns within each repeat, so load from other processes on a
-    shared machine falls on all of them alike and the ratios stay meaningful."""
+def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> list[tuple[str, float, float]]:
+    """(name, median, minimum) seconds per variant. The variants take turns within each repeat, so load from other
+    processes on a shared machine falls on all of them alike; the minimum is the least-disturbed run."""
     for fn in fns.values():
         fn()  # warm-up
     samples = {name: [] for name in fns}
@@ -55,10 +56,10 @@ def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> list
             start = time.perf_counter()
             fn()
             samples[name].append(time.perf_counter() - start)
-    return [(name, statistics.median(times)) for name, times in samples.items()]
+    return [(name, statistics.median(times), min(times)) for name, times in samples.items()]
 
 
-def bench_actor_loss(repeats: int) -> list[tuple[str, float]]:
+def bench_actor_loss(repeats: int) -> list[tuple[str, float, float]]:
     td, values, offsets = engine_inputs(8, 4096)
     configs = {
         "verl vanilla (ppo_loss)": (ppo_loss, actor_cfg(loss_mode="vanilla")),
@@ -83,7 +84,7 @@ def bench_actor_loss(repeats: int) -> list[tuple[str, float]]:
     return time_interleaved(variants, repeats)
 
 
-def bench_global_selection(repeats: int) -> list[tuple[str, float]]:
+def bench_global_selection(repeats: int) -> list[tuple[str, float, float]]:
     rows = cols = 2048
     lengths, entropy, log_prob, old, _, adv, _ = rollout_like(rows, cols, seed=1)
     mask = torch.arange(cols).unsqueeze(0) < lengths.unsqueeze(1)
@@ -113,10 +114,13 @@ def bench_global_selection(repeats: int) -> list[tuple[str, float]]:
     }, repeats)
 
 
-def table(title: str, rows: list[tuple[str, float]], baseline: str) -> str:
-    base = dict(rows)[baseline]
-    lines = [f"### {title}", "", "| variant | median time (ms) | ratio vs baseline |", "|---|---:|---:|"]
-    lines += [f"| {name} | {seconds * 1e3:.1f} | {seconds / base:.2f}x |" for name, seconds in rows]
+def table(title: str, rows: list[tuple[str, float, float]], baseline: str) -> str:
+    base_median, base_min = next((median, least) for name, median, least in rows if name == baseline)
+    lines = [f"### {title}", "", "| variant | median time (ms) | ratio vs baseline | min time (ms) | ratio of minima |",
+             "|---|---:|---:|---:|---:|"]
+    for name, median, least in rows:
+        lines.append(f"| {name} | {median * 1e3:.1f} | {median / base_median:.2f}x | {least * 1e3:.1f} | "
+                     f"{least / base_min:.2f}x |")
     return "\n".join(lines)
 
 
@@ -126,12 +130,13 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="write the tables into bench/RESULTS.md")
     args = parser.parse_args()
     torch.manual_seed(0)
+    load = os.getloadavg()[0]  # other work on a shared machine: say how busy it was
     loss_rows = bench_actor_loss(args.repeats)
     selection_rows = bench_global_selection(max(3, args.repeats // 2))
     report = "\n\n".join([
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}; median of {args.repeats} (loss) / {max(3, args.repeats // 2)} (selection) "
-        "interleaved runs after a warm-up.",
+        f"torch {torch.__version__}; median and minimum of {args.repeats} (loss) / {max(3, args.repeats // 2)} "
+        f"(selection) interleaved runs after a warm-up; 1-min load average {load:.1f} at start.",
         table("Actor loss forward + backward, (8, 4096) tokens, engine layout (target: SENT <= 1.5x vanilla)",
               loss_rows, "verl vanilla (ppo_loss)"),
         table("Per-step global selection, 2048 x 2048 tokens (target: <= 1x one vanilla forward+backward)",
