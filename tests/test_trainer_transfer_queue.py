@@ -1,5 +1,9 @@
 """SentSyncTrainer's step-level selection against a real TransferQueue (Ray on the CPU): the trainer reads the
-step's old-policy fields, writes `sent_beta` back, and the actor loss then trains on exactly what it stored."""
+step's old-policy fields, writes `sent_beta` back, and the actor loss then trains on exactly what it stored.
+
+What the actor receives is read the way verl's worker bridge reads it (`kv_batch_meta2batch_meta`, which keeps only
+`meta.fields`, then the bridge's fetch), not as a read-back of all fields: the first real run crashed because the
+trainer handed on a meta from before its put."""
 
 from functools import partial
 
@@ -7,6 +11,13 @@ import pytest
 import torch
 
 pytestmark = pytest.mark.slow
+
+
+def fields_the_actor_receives(meta):
+    """The TensorDict an actor method decorated with verl's `tqbridge` gets for `meta`."""
+    from verl.utils.transferqueue_utils import _meta_to_realdata, kv_batch_meta2batch_meta
+
+    return _meta_to_realdata(kv_batch_meta2batch_meta(meta))
 
 PROMPTS = [5, 3, 7, 4, 6, 2, 5, 3]
 RESPONSES = [30, 12, 25, 40, 8, 33, 19, 27]
@@ -51,10 +62,12 @@ def test_trainer_writes_step_beta_that_the_loss_consumes(transfer_queue, recipe_
     meta = tq.kv_batch_put(keys=keys, partition_id="train", fields=batch.td)
 
     metrics = {}
-    trainer._write_step_beta(meta, metrics)
+    handed_on = trainer._write_step_beta(meta, metrics)
     assert metrics["sent/low_entropy_frac"] == pytest.approx(0.8, abs=0.01)
 
-    stored = tq.kv_batch_get(keys=keys, partition_id="train")  # what update_actor fetches (all fields)
+    assert BETA_FIELD not in fields_the_actor_receives(meta).keys()  # the meta from before the put lacks it
+    stored = fields_the_actor_receives(handed_on)  # what update_actor gets through verl's bridge
+    assert BETA_FIELD in stored.keys() and set(batch.td.keys()) <= set(stored.keys())
     assert stored[BETA_FIELD].is_nested
     padded = batch.td.select("entropy", "old_log_probs", "advantages", "response_mask").to_padded_tensor()
     want = sent_token_weights(padded["entropy"], padded["old_log_probs"], padded["advantages"],
@@ -103,9 +116,9 @@ def test_advantages_then_step_beta_through_verls_own_compute_advantage(transfer_
     meta = tq.kv_batch_put(keys=keys, partition_id="adv", fields=tu.list_of_dict_to_tensordict(samples))
 
     metrics = {}
-    trainer._compute_advantage(meta, metrics)
-    stored = tq.kv_batch_get(keys=keys, partition_id="adv",
-                             select_fields=["advantages", "entropy", "old_log_probs", "response_mask", BETA_FIELD])
+    handed_on = trainer._compute_advantage(meta, metrics)
+    stored = fields_the_actor_receives(handed_on)
+    assert {"advantages", BETA_FIELD} <= set(stored.keys())
     padded = stored.select("advantages", "entropy", "old_log_probs", "response_mask").to_padded_tensor()
     mask = padded["response_mask"].bool()
     assert padded["advantages"][mask].abs().sum() > 0  # verl's GRPO advantages are there

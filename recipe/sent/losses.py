@@ -134,7 +134,7 @@ def compute_policy_loss_sent(
 
 def sent_actor_loss(config, model_output, data: TensorDict, dp_group=None):
     """Full actor loss (engine contract: `loss_fn(config, model_output, data, dp_group) -> (loss, metrics)`)."""
-    if config.policy_loss.get("loss_mode", "vanilla") != "sent":
+    if config.policy_loss.loss_mode != "sent":
         raise ValueError(f"sent_actor_loss needs policy_loss.loss_mode=sent, got {config.policy_loss.loss_mode!r}")
     policy_loss_cfg = config.policy_loss
     if policy_loss_cfg.kl_target == "ref" and "ref_log_prob" not in data.keys():

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import hydra
 import ray
-from omegaconf import OmegaConf
 from verl.trainer.main_ppo import TaskRunnerV1, run_ppo
 from verl.trainer.ppo.utils import need_critic, need_reference_policy
 from verl.utils.config import validate_config
@@ -38,7 +37,8 @@ class SentTaskRunner(TaskRunnerV1.__ray_actor_class__):
 def export_worker_environment(config) -> None:
     """The driver runs with the environment its Ray workers get (`ray_kwargs.ray_init.runtime_env.env_vars`), and
     imports the modules that environment asks verl to import (verl did its own imports before Hydra ran)."""
-    env_vars = config.ray_kwargs.ray_init.get("runtime_env", {}).get("env_vars", None) or {}
+    runtime_env = config.ray_kwargs.ray_init.runtime_env
+    env_vars = runtime_env.env_vars if "env_vars" in runtime_env else {}  # verl's schema has no env_vars key
     os.environ.update({str(key): str(value) for key, value in env_vars.items()})
     modules = [name for name in os.environ.get("VERL_USE_EXTERNAL_MODULES", "").split(",") if name]
     if modules:
@@ -47,10 +47,11 @@ def export_worker_environment(config) -> None:
 
 def check_model_path(config) -> None:
     """Fail before Ray starts on a model path that cannot load (the workers would fail one by one, or hang)."""
-    for key in ("actor_rollout_ref.model.path", "actor_rollout_ref.model.tokenizer_path"):
-        path = OmegaConf.select(config, key)
+    model = config.actor_rollout_ref.model
+    for key, path in (("path", model.path), ("tokenizer_path", model.tokenizer_path)):
         if path and not Path(path).expanduser().exists() and not HUB_ID.match(str(path)):
-            raise SystemExit(f"{key}={path}: no such model folder (and not a hub id like 'Qwen/Qwen2.5-7B')")
+            raise SystemExit(f"actor_rollout_ref.model.{key}={path}: no such model folder (and not a hub id like "
+                             "'Qwen/Qwen2.5-7B')")
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="sent_trainer", version_base=None)

@@ -24,7 +24,7 @@ TRAINER_MODE = "sent_sync"
 
 
 def sent_loss_enabled(config: DictConfig) -> bool:
-    return config.actor_rollout_ref.actor.policy_loss.get("loss_mode", "vanilla") == "sent"
+    return config.actor_rollout_ref.actor.policy_loss.loss_mode == "sent"
 
 
 def prompt_batch_curriculum_metrics(batch: TensorDict) -> dict[str, float]:
@@ -41,7 +41,7 @@ def prompt_batch_curriculum_metrics(batch: TensorDict) -> dict[str, float]:
 class SentSyncTrainer(PPOTrainerSync):
     def on_init_end(self):
         if sent_loss_enabled(self.config):
-            if self.config.get("distillation", {}).get("enabled", False):
+            if self.config.distillation.enabled:
                 raise ValueError("policy_loss.loss_mode=sent cannot be combined with distillation.enabled=True")
             self.actor_config = omega_conf_to_dataclass(self.config.actor_rollout_ref.actor)
             self.actor_rollout_wg.set_loss_fn(partial(sent_actor_loss, config=self.actor_config))

@@ -1,0 +1,112 @@
+"""Run `python -m recipe.sent.main_sent` as a child process with a deadline, its console in a log file, progress on
+ours, and the per-step metrics verl logged in `<out_dir>/metrics.jsonl` (verl's `file` logger).
+
+Used by the demo, the end-to-end tests and any script that trains and then reads the metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+STEP_LINE = re.compile(r"\bstep:(\d+) - ")
+
+
+class TrainingFailed(RuntimeError):
+    """The training process exited non-zero or ran past its deadline; the message ends with its log's tail."""
+
+
+@dataclass
+class TrainingRun:
+    out_dir: Path
+    log: Path
+    metrics_file: Path
+    seconds: float
+
+    def metrics(self) -> list[dict]:
+        """One dict per logged step (`{"step": N, "data": {...}}` as verl's file logger writes them)."""
+        return read_metrics(self.metrics_file)
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def train(overrides: list[str], out_dir: str | Path, *, timeout_s: float, total_steps: int | None = None,
+          echo=print, env: dict[str, str] | None = None) -> TrainingRun:
+    """Train with `overrides`; `metrics.jsonl`, `train.log` land in `out_dir`. Raises TrainingFailed on a non-zero exit
+    or when `timeout_s` passes (the whole process group is killed: vLLM and Ray children included)."""
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log, metrics_file = out_dir / "train.log", out_dir / "metrics.jsonl"
+    child_env = {**os.environ, "VERL_FILE_LOGGER_PATH": str(metrics_file), "PYTHONUNBUFFERED": "1", **(env or {})}
+    child_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), child_env.get("PYTHONPATH", "")) if p)
+    overrides = [*overrides, "trainer.logger=[console,file]"]
+    command = [sys.executable, "-m", "recipe.sent.main_sent", *overrides]
+    started = last = time.time()
+    with open(log, "w") as log_fh:
+        log_fh.write(" ".join(command) + "\n\n")
+        proc = subprocess.Popen(command, cwd=ROOT, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace", start_new_session=True)
+        timed_out = _watch_deadline(proc, started + timeout_s)
+        for line in proc.stdout:
+            log_fh.write(line)
+            match = STEP_LINE.search(line)
+            if match:
+                now, step = time.time(), int(match.group(1))
+                of = f"/{total_steps}" if total_steps else ""
+                echo(f"  step {step}{of} done: {now - last:.0f} s (elapsed {now - started:.0f} s)")
+                last = now
+        proc.wait()
+    seconds = time.time() - started
+    if timed_out.is_set() or proc.returncode != 0:
+        why = f"ran past its {timeout_s:.0f} s deadline" if timed_out.is_set() else f"exited with {proc.returncode}"
+        raise TrainingFailed(f"training {why}; log: {log}\n{_error_tail(log)}")
+    return TrainingRun(out_dir=out_dir, log=log, metrics_file=metrics_file, seconds=seconds)
+
+
+def _watch_deadline(proc: subprocess.Popen, deadline: float):
+    import threading
+
+    fired = threading.Event()
+
+    def watch():
+        while proc.poll() is None:
+            if time.time() > deadline:
+                fired.set()
+                _kill_group(proc)
+                return
+            time.sleep(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return fired
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=20)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _error_tail(log: Path, lines: int = 40) -> str:
+    """The last lines of the log that say what went wrong (errors first, else the plain tail)."""
+    text = log.read_text(errors="replace").splitlines()
+    errors = [line for line in text
+              if re.search(r"Error|error:|Exception|SystemExit|Traceback", line) and "Warning" not in line]
+    return "\n".join((errors or text)[-lines:])

@@ -1,0 +1,174 @@
+"""verl's real SENT training loop end to end on the CPU (`machine=cpu`): a `python -m recipe.sent.main_sent`
+subprocess with Ray, a vLLM-CPU server, FSDP2 actor and reference workers on gloo, TransferQueue, the reward loop,
+the step selection and the weight sync into vLLM, with the tiny random Qwen2.
+
+The tiny model never solves a math problem, so the math reward would be -1 everywhere, every advantage 0 and every
+gradient and KL term exactly 0. The reward here (`digit_share_reward`) gives varied scores instead.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from recipe.sent.launch import TrainingFailed, read_metrics, train
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+HIGH_COV_FRACTION = 0.1  # large enough that T_high is more than the one token the floor guarantees
+REWARD = '''
+def digit_share_reward(data_source, solution_str, ground_truth, extra_info=None, **kwargs):
+    text = solution_str or ""
+    return sum(c.isdigit() for c in text) / max(1, len(text))
+'''
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, tiny_model):
+    """Scored train data (synthetic SE so the curriculum has two stages), a validation set, the test reward."""
+    from recipe.sent.demo_data import demo_rows
+
+    root = tmp_path_factory.mktemp("train_e2e")
+    rows = demo_rows("train")
+    for index, row in enumerate(rows):
+        row["extra_info"]["semantic_entropy"] = (index % 6) / 5
+    pd.DataFrame(rows).to_parquet(root / "train.parquet")
+    pd.DataFrame(demo_rows("test")[:4]).to_parquet(root / "val.parquet")
+    (root / "reward.py").write_text(REWARD)
+    return root
+
+
+def overrides(workdir: Path, tiny_model: Path, out: Path, *extra: str, steps: int = 2) -> list[str]:
+    return [
+        "machine=cpu",
+        f"actor_rollout_ref.model.path={tiny_model}",
+        f"data.train_files={workdir / 'train.parquet'}", f"data.val_files={workdir / 'val.parquet'}",
+        "data.train_batch_size=4", "data.max_prompt_length=64", "data.max_response_length=32",
+        "actor_rollout_ref.rollout.n=2", "actor_rollout_ref.rollout.max_model_len=128",
+        "actor_rollout_ref.actor.ppo_mini_batch_size=4", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
+        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=2",
+        "actor_rollout_ref.actor.optim.lr=1e-3",
+        f"actor_rollout_ref.actor.policy_loss.high_cov_fraction={HIGH_COV_FRACTION}",
+        f"reward.custom_reward_function.path={workdir / 'reward.py'}",
+        "reward.custom_reward_function.name=digit_share_reward",
+        "trainer.n_gpus_per_node=1", f"trainer.total_training_steps={steps}", "trainer.val_before_train=false",
+        "trainer.test_freq=-1", "trainer.save_freq=-1", f"trainer.default_local_dir={out / 'checkpoints'}",
+        f"trainer.rollout_data_dir={out / 'rollouts'}",
+        *extra,
+    ]
+
+
+def train_steps(run) -> dict[int, dict]:
+    """Training metrics per step (validation-only lines carry no `training/global_step`)."""
+    return {entry["step"]: entry["data"] for entry in run.metrics() if "training/global_step" in entry["data"]}
+
+
+def prompts_served(out: Path, step: int) -> list[str]:
+    return sorted(pd.read_json(out / "rollouts" / f"{step}.jsonl", lines=True)["input"])
+
+
+@pytest.fixture(scope="module")
+def sent_run(workdir, tiny_model):
+    """preset=sent (global selection, KL to the reference), 2 steps, validating first and saving every step."""
+    out = workdir / "sent"
+    run = train(overrides(workdir, tiny_model, out, "preset=sent", "trainer.val_before_train=true",
+                          "trainer.save_freq=1"), out, timeout_s=600, echo=lambda _: None)
+    return run
+
+
+def test_sent_preset_trains_two_steps_with_its_metrics(sent_run):
+    steps = train_steps(sent_run)
+    assert sorted(steps) == [1, 2]
+    for step, m in steps.items():
+        # exact counts: floor(0.8 N) of the N valid tokens, floor(0.1 |T_low|) of T_low high-covariance
+        assert m["sent/low_entropy_frac"] == pytest.approx(0.8, abs=0.01), step
+        assert m["sent/high_cov_frac"] == pytest.approx(HIGH_COV_FRACTION, abs=0.01), step
+        assert m["curriculum/stage"] in (1.0, 2.0) and "curriculum/mean_se" in m
+        assert m["critic/score/max"] > m["critic/score/min"]  # varied rewards: a real policy gradient
+        # the weights reached vLLM: rollout and trainer probabilities agree (fp32 on both sides)
+        assert m["training/rollout_probs_diff_mean"] < 1e-5, step
+    assert steps[1]["actor/sent/kl_term"] == 0.0  # the actor equals the reference before its first update
+    assert steps[2]["actor/sent/kl_term"] > 0.0
+    assert steps[2]["actor/sent/penalised_kl_mean"] > 0.0
+
+
+def test_validation_runs_with_the_reward_on_the_validation_set(sent_run):
+    validation = [entry for entry in sent_run.metrics() if any(k.startswith("val-") for k in entry["data"])]
+    assert [entry["step"] for entry in validation] == [0], "val_before_train=true validates once, before step 1"
+    # the test reward (share of digits) scored the validation responses: verl reports it per data source
+    assert validation[0]["data"]["val-aux/sent_demo/reward/mean@1"] > 0
+
+
+def test_checkpoint_merges_into_a_hugging_face_folder_that_loads(sent_run, tiny_model, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    actor = sent_run.out_dir / "checkpoints" / "global_step_2" / "actor"
+    assert actor.is_dir()
+    merged = tmp_path / "hf"
+    done = subprocess.run([sys.executable, "-m", "verl.model_merger", "merge", "--backend", "fsdp", "--local_dir",
+                           str(actor), "--target_dir", str(merged)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trained = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32)
+    initial = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    changed = [name for name, p in trained.named_parameters()
+               if not torch.equal(p, dict(initial.named_parameters())[name])]
+    assert changed, "two lr-1e-3 updates left every merged weight equal to the initial model"
+
+
+def test_resume_continues_at_step_2_and_serves_the_same_prompts(sent_run, workdir, tiny_model):
+    """A run killed right after saving step 1 (its step-2 checkpoint removed, as if it never got there) resumes
+    with trainer.resume_mode=auto at step 2 and serves the prompts the uninterrupted run served at step 2."""
+    out = workdir / "resumed"
+    shutil.copytree(sent_run.out_dir / "checkpoints", out / "checkpoints")
+    shutil.rmtree(out / "checkpoints" / "global_step_2")
+    (out / "checkpoints" / "latest_checkpointed_iteration.txt").write_text("1")
+    resumed = train(overrides(workdir, tiny_model, out, "preset=sent", "trainer.resume_mode=auto"), out,
+                    timeout_s=600, echo=lambda _: None)
+    assert sorted(train_steps(resumed)) == [2]
+    assert not (out / "rollouts" / "1.jsonl").exists()
+    assert prompts_served(out, 2) == prompts_served(sent_run.out_dir, 2)
+    assert prompts_served(out, 2) != prompts_served(sent_run.out_dir, 1)
+
+
+@pytest.mark.parametrize("preset, own_metrics, absent", [
+    # micro-batch scope: the selection runs inside the loss, so its metrics come from the actor
+    ("sent_released", ["actor/sent/kl_term", "actor/sent/low_entropy_frac", "actor/sent/penalised_off_policy_frac"],
+     ["sent/low_entropy_frac"]),
+    ("grpo", ["actor/kl_loss", "actor/pg_clipfrac"], ["actor/sent/kl_term", "sent/low_entropy_frac"]),
+    ("kl_cov", ["actor/kl_loss", "actor/pg_loss"], ["actor/sent/kl_term", "sent/low_entropy_frac"]),
+])
+def test_other_presets_train_one_step(workdir, tiny_model, preset, own_metrics, absent):
+    out = workdir / preset
+    run = train(overrides(workdir, tiny_model, out, f"preset={preset}", steps=1), out, timeout_s=600,
+                echo=lambda _: None)
+    step = train_steps(run)[1]
+    assert [key for key in own_metrics if key not in step] == []
+    assert [key for key in absent if key in step] == []
+
+
+def test_two_data_parallel_ranks_receive_the_global_selection(workdir, tiny_model):
+    out = workdir / "dp2"
+    run = train(overrides(workdir, tiny_model, out, "preset=sent", "trainer.n_gpus_per_node=2", steps=1), out,
+                timeout_s=600, echo=lambda _: None)
+    step = train_steps(run)[1]
+    assert step["sent/low_entropy_frac"] == pytest.approx(0.8, abs=0.01)
+    assert step["actor/sent/kl_term"] == 0.0 and "actor/sent/penalised_kl_mean" in step  # the loss ran on both ranks
+
+
+def test_a_missing_model_fails_fast_naming_the_path(workdir, tiny_model):
+    out = workdir / "missing_model"
+    started = time.time()
+    with pytest.raises(TrainingFailed, match="no such model folder") as failure:
+        train(overrides(workdir, tiny_model, out, "actor_rollout_ref.model.path=/nonexistent/model"), out,
+              timeout_s=300, echo=lambda _: None)
+    assert "/nonexistent/model" in str(failure.value)
+    assert time.time() - started < 120
+    assert read_metrics(out / "metrics.jsonl") == []
