@@ -12,6 +12,7 @@ from math_verify import parse, verify
 
 from verl_ext.semantic_entropy.clustering import _signature, cluster_prompts, naive_cluster_answers
 from verl_ext.semantic_entropy.shortcuts import (
+    certainly_equal,
     certainly_unequal,
     integer_parse,
     plain_integer,
@@ -31,6 +32,11 @@ def _sig(answer: str):
 def _mv_equal_either_way(a: str, b: str) -> bool:
     pa, pb = _parse(a), _parse(b)
     return bool(verify(pa, pb) or verify(pb, pa))
+
+
+def _mv_equal_both_ways(a: str, b: str) -> bool:
+    pa, pb = _parse(a), _parse(b)
+    return bool(verify(pa, pb) and verify(pb, pa))
 
 
 @pytest.mark.parametrize("answer", ["0", "7", "-7", "42", "100000", "-99999", "123456789012345678"])
@@ -145,6 +151,64 @@ def test_certified_pairs_are_rejected_by_math_verify(a, b):
 def test_pairs_math_verify_may_equate_are_left_to_it(a, b, mv_equal):
     assert not certainly_unequal(_sig(a), _sig(b)) and not certainly_unequal(_sig(b), _sig(a))
     assert _mv_equal_either_way(a, b) is mv_equal
+
+
+# equal plain values written differently: settled as equal without a parse (and math-verify accepts them both ways)
+CERTAINLY_EQUAL = [
+    ("[1, 2)", "\\left[1,2\\right)"),
+    ("\\frac{10}{2}", "5"),
+    ("1/2", "\\dfrac{1}{2}"),
+    ("\\{1,2\\}", "\\{2, 1\\}"),
+    ("-0.50", "-0.5"),
+    ("(0.5, 3)", "(0.50,3)"),
+]
+
+# equal to math-verify but not the same plain value (or not plain at all): left to math-verify
+NOT_CERTAINLY_EQUAL = [
+    ("5", "5.0"),  # Integer vs Float: math-verify compares them numerically
+    ("0.5", "1/2"),
+    ("1,000", "1000"),
+    ("\\{5\\}", "5"),
+    ("(1,2)", "\\{1,2\\}"),
+]
+
+
+@pytest.mark.parametrize(("a", "b"), CERTAINLY_EQUAL)
+def test_certainly_equal_pairs_are_accepted_by_math_verify(a, b):
+    assert certainly_equal(plain_value(a), plain_value(b)) and certainly_equal(plain_value(b), plain_value(a))
+    assert _mv_equal_both_ways(a, b)
+
+
+@pytest.mark.parametrize(("a", "b"), NOT_CERTAINLY_EQUAL)
+def test_pairs_that_are_not_the_same_plain_value_are_left_to_math_verify(a, b):
+    assert not certainly_equal(plain_value(a), plain_value(b))
+    assert _mv_equal_both_ways(a, b) or a == "1,000"  # "1,000" parses to the set {0, 1}
+
+
+def test_random_plain_values_certified_equal_are_equal_to_math_verify():
+    rng = random.Random(3)
+
+    def written(p: int, q: int) -> str:
+        forms = [f"\\frac{{{p}}}{{{q}}}", f"\\dfrac{{{p}}}{{{q}}}", f"{p}/{q}", f"{p * 3}/{q * 3}"]
+        return rng.choice(forms + [str(p // q)] if p % q == 0 else forms)
+
+    def value() -> str:
+        p, q = rng.randint(-4, 4), rng.randint(1, 3)
+        kind = rng.random()
+        if kind < 0.5:
+            return written(p, q)
+        if kind < 0.8:
+            return rng.choice("[(") + written(p, q) + rng.choice([",", ", "]) + written(p + 5, q) + rng.choice("])")
+        return "\\{" + rng.choice([",", ", "]).join(written(rng.randint(-2, 2), 1) for _ in range(2)) + "\\}"
+
+    answers = sorted({value() for _ in range(120)})
+    certified = 0
+    for _ in range(3000):
+        a, b = rng.sample(answers, 2)
+        if certainly_equal(plain_value(a), plain_value(b)):
+            certified += 1
+            assert _mv_equal_both_ways(a, b), (a, b)
+    assert certified > 20  # 30 with this seed
 
 
 def _random_answer(rng: random.Random) -> str:

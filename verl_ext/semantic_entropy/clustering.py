@@ -1,11 +1,25 @@
 """Answer clustering by mathematical equivalence (math-verify), fast and hang-proof.
 
+The contract (checked against math-verify itself in ``tests/test_semantic_entropy_equivalence_tables.py``): with
+``a_i = extract_answer(response_i)`` and ``P(a) = math_verify.parse("\\boxed{a}")``,
+
+- two responses share a cluster exactly when their answers are connected by ``verify(P(a), P(b)) and
+  verify(P(b), P(a))`` (what ``naive_cluster_answers`` computes over all pairs);
+- ``correct[i] = verify(P(ground_truth), P(a_i))``, response i's own verdict;
+- both are functions of the multiset of answers: permuting the responses permutes the ids and nothing else.
+
+How it gets there cheaply:
+
 1. Extract each response's final answer (``answers.extract_answer``).
-2. Bucket answers by a meaning-preserving normalised key (``answers.normalize_key``): identical keys are equivalent.
-3. Merge buckets whose representatives are equivalent by a *symmetric* math-verify check
-   (``verify(a, b) and verify(b, a)``), transitively (union-find). Only representatives are compared, and pairs that
-   math-verify is certain to reject (``shortcuts.certainly_unequal``: different integers, rationals, polynomials,
-   intervals, sets) are settled without it, so the partitions are exactly math-verify's at a fraction of its cost.
+2. Bucket identical answers (``answers.normalize_key``, the answer verbatim: math-verify parses identical strings
+   identically, and any rewrite of the text can change its parse; the reasons are in ``answers``). A non-empty parse
+   ends with a non-empty text (``fallback_mode="first_match"``), and ``verify`` also compares text with text, so an
+   answer math-verify parses verifies against itself (tested on every table answer): one bucket is within one
+   cluster, and its verdict against the ground truth is each member's.
+3. Merge buckets whose answers are equivalent by the symmetric check, transitively (union-find over all bucket pairs:
+   the connected components do not depend on the order). Pairs that math-verify is certain to reject
+   (``shortcuts.certainly_unequal``: different integers, rationals, polynomials, intervals, sets) or to accept
+   (``shortcuts.certainly_equal``: equal plain numbers, intervals or sets written differently) are settled without it.
 
 math-verify's own timeout is signal based and only works in a main thread, so the checks run in worker processes
 (each worker's main thread, with math-verify's per-call timeouts on), and the parent additionally bounds every task:
@@ -23,7 +37,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .answers import extract_answer, normalize_key
-from .shortcuts import Signature, certainly_unequal, integer_parse, plain_integer, plain_value, signature
+from .shortcuts import (
+    Signature,
+    certainly_equal,
+    certainly_unequal,
+    integer_parse,
+    plain_integer,
+    plain_value,
+    signature,
+)
 
 UNPARSEABLE_MODES = ("singleton", "shared")
 
@@ -80,6 +102,11 @@ def _cached_equiv(a: str, b: str, timeout_s: float) -> bool:
     return _mv_equivalent(_cached_parse(a, timeout_s), _cached_parse(b, timeout_s), timeout_s)
 
 
+@functools.lru_cache(maxsize=1 << 18)
+def _cached_verify(gold: str, target: str, timeout_s: float) -> bool:
+    return _mv_verify(_cached_parse(gold, timeout_s), _cached_parse(target, timeout_s), timeout_s)
+
+
 def _find(parent: list[int], i: int) -> int:
     """Union-find root of ``i`` (with path halving)."""
     while parent[i] != i:
@@ -90,11 +117,12 @@ def _find(parent: list[int], i: int) -> int:
 
 class _Answers:
     """The answers of one task, parsed lazily (a plain number is parsed only if math-verify itself must see it),
-    with ``shortcuts.certainly_unequal`` settling most pairs of different answers before math-verify is asked.
+    with ``shortcuts.certainly_unequal``/``certainly_equal`` settling most pairs before math-verify is asked.
     ``cache``: memoise across tasks (the worker's lifetime), else within this task only."""
 
     def __init__(self, answers: Sequence[str], timeout_s: float, cache: bool):
         self.answers, self.timeout_s, self.cache = list(answers), timeout_s, cache
+        self._plain = [plain_value(a) for a in self.answers]  # a regex each; None unless a plain value
         if cache:
             self._parse, self._signature = _cached_parse, _cached_signature
         else:
@@ -105,13 +133,15 @@ class _Answers:
         return self._parse(self.answers[i], self.timeout_s)
 
     def parseable(self, i: int) -> bool:
-        return plain_value(self.answers[i]) is not None or len(self.parsed(i)) > 0
+        return self._plain[i] is not None or len(self.parsed(i)) > 0
 
     def signature(self, i: int) -> Signature | None:
         return self._signature(self.answers[i], self.timeout_s)
 
     def equivalent(self, i: int, j: int) -> bool:
         """Symmetric math-verify equivalence (``verify`` both ways)."""
+        if certainly_equal(self._plain[i], self._plain[j]):
+            return True
         if certainly_unequal(self.signature(i), self.signature(j)):
             return False
         if self.cache:
@@ -120,8 +150,12 @@ class _Answers:
 
     def verifies(self, gold: int, i: int) -> bool:
         """``verify(gold, answer i)``: asymmetric, as graded."""
+        if certainly_equal(self._plain[gold], self._plain[i]):
+            return True
         if certainly_unequal(self.signature(gold), self.signature(i)):
             return False
+        if self.cache:
+            return _cached_verify(self.answers[gold], self.answers[i], self.timeout_s)
         return _mv_verify(self.parsed(gold), self.parsed(i), self.timeout_s)
 
 
@@ -130,9 +164,10 @@ def merge_task(
 ) -> tuple[list[int], list[bool], list[bool]]:
     """Work unit run in a worker process for one prompt.
 
-    Returns ``(parent, parsed, correct)``: ``parent[i]`` is the union-find root of representative ``i`` after
-    symmetric merging; ``parsed[i]`` whether math-verify could parse it; ``correct[i]`` whether it verifies against
-    ``ground_truth`` (False when no ground truth is given).
+    ``reps`` are distinct answers (one per bucket). Returns ``(parent, parsed, correct)``: ``parent[i]`` is the
+    union-find root of answer ``i`` after symmetric merging; ``parsed[i]`` whether math-verify could parse it;
+    ``correct[i]`` whether ``verify(ground_truth, answer i)`` holds, answer i's own verdict (False when no ground truth
+    is given): math-verify's grading is not transitive across a cluster, so a cluster's answers may grade differently.
 
     With ``cache`` the worker memoises parses and pairwise verdicts across prompts (math-verify is deterministic;
     answers such as small integers recur across a dataset's prompts).
@@ -153,13 +188,7 @@ def merge_task(
     roots = [find(i) for i in range(n)]
     correct = [False] * n
     if has_gold and answers.parseable(n):
-        verdict: dict[int, bool] = {}
-        for i in range(n):
-            if parsed[i]:
-                r = roots[i]
-                if r not in verdict:  # one check per merged cluster
-                    verdict[r] = answers.verifies(n, r)
-                correct[i] = verdict[r]
+        correct = [parsed[i] and answers.verifies(n, i) for i in range(n)]
     return roots, parsed, correct
 
 
@@ -303,8 +332,8 @@ class PromptClustering:
 @dataclass
 class _Prepared:
     answers: list[str | None]
-    bucket_of: list[int | None]  # per response: bucket index, or None when unparseable
-    reps: list[str]  # bucket representatives (first answer seen for a key)
+    bucket_of: list[int | None]  # per response: bucket index, or None when there is no answer
+    reps: list[str]  # one answer per bucket (the bucket's answers are identical, so which one does not matter)
 
 
 def _prepare(responses: Sequence[str], answer_fallback: str = "none") -> _Prepared:
@@ -386,7 +415,7 @@ def naive_cluster_answers(
     ``True`` parses each response once first. No shortcut of ours is used either way.
     """
     answers = [extract_answer(r) for r in responses]
-    usable = [a is not None and bool(normalize_key(a)) for a in answers]
+    usable = [a is not None for a in answers]
     n = len(responses)
     exprs: list[list] = [[] for _ in range(n)]
     if parse_once:

@@ -1,7 +1,7 @@
 """Cases where math-verify's verdict is known without running it (pure functions; sympy only).
 
 Clustering must give exactly math-verify's partitions. Most of math-verify's cost is its ANTLR parser (1-30 ms an
-answer) and proving that *different* answers differ (``x^2+10x+25`` vs ``x^2+12x+36``: ~5 ms of ``simplify``). Two
+answer) and proving that *different* answers differ (``x^2+10x+25`` vs ``x^2+12x+36``: ~5 ms of ``simplify``). Three
 shortcuts, each exact for math-verify 0.9's ``parse`` and ``verify`` (in both directions):
 
 1. ``plain_value`` reads what ``parse`` would return for plain answers: canonical integers (``plain_integer``; these
@@ -18,6 +18,9 @@ shortcuts, each exact for math-verify 0.9's ``parse`` and ``verify`` (in both di
    every element of the other (math-verify compares an expression with a set as a singleton, an interval with an
    expression never, and equates only an open interval (a, b) with a pair {a, b}). Anything else returns False
    ("ask math-verify").
+3. ``certainly_equal`` settles pairs ``verify`` is certain to accept: two plain values that are equal sympy objects
+   (``[1, 2)`` and ``\\left[1,2\\right)``, ``\\frac{10}{2}`` and ``5``), so equal plain answers written differently need
+   no parse either.
 """
 
 from __future__ import annotations
@@ -190,6 +193,15 @@ def _sets_unequal(a: tuple[Signature, ...], b: tuple[Signature, ...]) -> bool:
         return any(all(_exprs_unequal(x, y) for y in ys) for x in xs)
 
     return lonely(a, b) or lonely(b, a)
+
+
+def certainly_equal(a: sp.Basic | None, b: sp.Basic | None) -> bool:
+    """True only when ``verify`` is certain to accept the pair in both directions: two ``plain_value`` readings that are
+    equal sympy objects. ``verify`` compares every parsed element of one answer with every element of the other and
+    accepts if any pair matches; for the two values it calls ``sympy_expr_eq``, whose rewrites (assignments, equations,
+    relations as sets) leave numbers, intervals and finite sets alone and whose first test, ``sympy_str_eq``, is
+    ``gold == pred`` (it raises only for nan and zoo, which are never plain values)."""
+    return a is not None and b is not None and bool(a == b)
 
 
 def certainly_unequal(a: Signature | None, b: Signature | None) -> bool:
