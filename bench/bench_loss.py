@@ -8,7 +8,7 @@
    <-> padded conversions) against one vanilla forward + backward over the same tokens.
    Target: selection <= 1x.
 
-    python -m bench.bench_loss [--repeats 7] [--write]     (--write updates bench/RESULTS.md)
+    python -m bench.bench_loss [--repeats 7] [--threads 1] [--write]     (--write updates bench/RESULTS.md)
 """
 
 from __future__ import annotations
@@ -128,7 +128,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--write", action="store_true", help="write the tables into bench/RESULTS.md")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (1 keeps millisecond timings stable on a machine shared with other jobs)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     load = os.getloadavg()[0]  # other work on a shared machine: say how busy it was
     loss_rows = bench_actor_loss(args.repeats)

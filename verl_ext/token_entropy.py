@@ -265,28 +265,45 @@ def _take_smallest(
     Ties at the cut go to the earliest positions in row-major order, so the result is a function of the
     values and their order only (in the global scope: the step batch's order, whatever the split). Without
     host reads: the k-th smallest value v, every entry below v, then the first (k - #below) entries equal to
-    v by a running count; O(n) memory. With `host_reads` (CPU) the running count is skipped unless v is
-    tied, and then only the tied positions are listed: same result, fewer passes over millions of tokens.
+    v by a running count; O(n) memory. With `host_reads` (CPU): the same result with fewer passes over
+    millions of tokens (see `_take_smallest_reading_counts`).
     `eligible=None` means every entry is eligible; the k-th value is +inf when fewer than k are eligible.
     """
+    if host_reads:
+        return _take_smallest_reading_counts(values, eligible, k)
     keyed = values if eligible is None else torch.where(eligible, values, float("inf"))
     keyed = keyed.reshape(-1)  # row-major order, whatever the strides
     cut = _kth_smallest(keyed, k)
-    if host_reads:
-        taken = keyed <= cut
-        if eligible is not None:
-            taken &= eligible.reshape(-1)  # when cut is +inf (too few eligible), the +inf fill must not count
-        surplus = int(taken.sum()) - int(k)
-        if surplus > 0:  # v is tied past the k-th token: drop the latest of the tied
-            tied = taken & (keyed == cut)
-            taken[tied.nonzero().squeeze(1)[-surplus:]] = False
-        return taken.view(values.shape), cut
     below = keyed < cut  # ineligible entries are +inf, never below
     at_cut = keyed == cut
     if eligible is not None:
         at_cut &= eligible.reshape(-1)
     first_at_cut = at_cut.cumsum(0) <= k - below.sum()
     return (below | (at_cut & first_at_cut)).view(values.shape), cut
+
+
+def _take_smallest_reading_counts(
+    values: torch.Tensor, eligible: torch.Tensor | None, k: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_take_smallest` on the CPU: eligible entries are gathered (in order) instead of masked with +inf, and the
+    tied entries are ranked only when the cut value is tied past the k-th entry."""
+    flat = values.reshape(-1)
+    if eligible is not None:
+        index = eligible.reshape(-1).nonzero().squeeze(1)
+        taken_eligible, cut = _take_smallest_reading_counts(flat[index], None, k)
+        taken = torch.zeros(flat.numel(), dtype=torch.bool)
+        taken[index] = taken_eligible
+        return taken.view(values.shape), cut
+    k = int(k)
+    if k > flat.numel():  # too few entries: take them all; the k-th value does not exist
+        return torch.ones(values.shape, dtype=torch.bool), torch.tensor(float("inf"), dtype=values.dtype)
+    cut = _kth_smallest(flat, torch.tensor(k))
+    taken = flat <= cut
+    surplus = int(taken.sum()) - k
+    if surplus > 0:  # the cut value is tied past the k-th entry: drop the latest of the tied
+        tied = (flat == cut).nonzero().squeeze(1)
+        taken[tied[-surplus:]] = False
+    return taken.view(values.shape), cut
 
 
 def _kth_smallest(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
