@@ -18,8 +18,8 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import torch
 from omegaconf import OmegaConf
@@ -138,9 +138,11 @@ def main() -> None:
     loss_rows = bench_actor_loss(args.repeats)
     selection_rows = bench_global_selection(max(3, args.repeats // 2))
     report = "\n\n".join([
-        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}; median and minimum of {args.repeats} (loss) / {max(3, args.repeats // 2)} "
-        f"(selection) interleaved runs after a warm-up; 1-min load average {load:.1f} at start.",
+        (
+            f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+            f"torch {torch.__version__}; median and minimum of {args.repeats} (loss) / {max(3, args.repeats // 2)} "
+            f"(selection) interleaved runs after a warm-up; 1-min load average {load:.1f} at start."
+        ),
         table("Actor loss forward + backward, (8, 4096) tokens, engine layout (target: SENT <= 1.5x vanilla)",
               loss_rows, "verl vanilla (ppo_loss)"),
         table("Per-step global selection, 2048 x 2048 tokens (target: <= 1x one vanilla forward+backward)",

@@ -29,7 +29,7 @@ def test_loss_runs_on_engine_layout_and_reports_metrics(actor_config, engine_bat
     assert isinstance(cfg.policy_loss, SentPolicyLossConfig)
     batch = engine_batch(PROMPTS, RESPONSES, hole_every=7)
     step_metrics = with_step_beta(batch, cfg.policy_loss)
-    loss, grad, metrics = engine_loss(partial(sent_actor_loss, config=cfg), batch, micro_batches=4)
+    _loss, grad, metrics = engine_loss(partial(sent_actor_loss, config=cfg), batch, micro_batches=4)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
 
     aggregated = {}
@@ -88,7 +88,7 @@ def test_global_selection_is_independent_of_mini_batch_split(actor_config, engin
     batch = engine_batch(PROMPTS, RESPONSES)
     with_step_beta(batch, cfg.policy_loss)
     step_beta = padded_beta(batch.td[BETA_FIELD])
-    halves = [batch.rows(range(0, 4)), batch.rows(range(4, 8))]
+    halves = [batch.rows(range(4)), batch.rows(range(4, 8))]
     per_half = [padded_beta(step_sent_beta(h.select("response_mask", "entropy", "old_log_probs", "advantages"),
                                            cfg.policy_loss)[0][BETA_FIELD]) for h in halves]
     assert not all(torch.equal(step_beta[i * 4:(i + 1) * 4, : b.shape[1]], b) for i, b in enumerate(per_half))

@@ -118,17 +118,19 @@ TIE_HEAVY = ["bf16-quantised entropies and log-probs", "coarse entropies and log
 CASES = [
     # (name, selection kwargs)
     ("defaults", {}),
-    ("paper-like fractions", dict(low_entropy_fraction=0.5, high_cov_fraction=0.1)),
-    ("all tokens low entropy", dict(low_entropy_fraction=1.0, high_cov_fraction=0.05, beta_low=0.0)),
-    ("threshold forms", dict(entropy_threshold=1.5, cov_threshold=0.1)),
-    ("entropy threshold, cov quantile", dict(entropy_threshold=2.5, high_cov_fraction=0.2)),
-    ("released form", dict(high_cov_fraction=0.0002, low_cov_fraction=0.0002)),
-    ("released form, larger fractions", dict(high_cov_fraction=0.05, low_cov_fraction=0.1, beta_high=2.0, beta_low=0.5)),
-    ("released form, more than remain", dict(low_entropy_fraction=0.3, high_cov_fraction=0.6, low_cov_fraction=0.7)),
-    ("tiny fraction rounds up to one token", dict(low_entropy_fraction=0.001, high_cov_fraction=0.001)),
+    ("paper-like fractions", {"low_entropy_fraction": 0.5, "high_cov_fraction": 0.1}),
+    ("all tokens low entropy", {"low_entropy_fraction": 1.0, "high_cov_fraction": 0.05, "beta_low": 0.0}),
+    ("threshold forms", {"entropy_threshold": 1.5, "cov_threshold": 0.1}),
+    ("entropy threshold, cov quantile", {"entropy_threshold": 2.5, "high_cov_fraction": 0.2}),
+    ("released form", {"high_cov_fraction": 0.0002, "low_cov_fraction": 0.0002}),
+    ("released form, larger fractions",
+     {"high_cov_fraction": 0.05, "low_cov_fraction": 0.1, "beta_high": 2.0, "beta_low": 0.5}),
+    ("released form, more than remain",
+     {"low_entropy_fraction": 0.3, "high_cov_fraction": 0.6, "low_cov_fraction": 0.7}),
+    ("tiny fraction rounds up to one token", {"low_entropy_fraction": 0.001, "high_cov_fraction": 0.001}),
 ]
 # Fraction forms only: the threshold forms on tie-heavy inputs are covered by CASES on random inputs.
-TIE_CASES = [c for c in CASES if "threshold" not in c[0]] + [("cov threshold at a tie", dict(cov_threshold=0.0))]
+TIE_CASES = [c for c in CASES if "threshold" not in c[0]] + [("cov threshold at a tie", {"cov_threshold": 0.0})]
 
 
 @pytest.mark.parametrize("mask_dtype", [torch.bool, torch.int64, torch.float32])
@@ -175,8 +177,8 @@ def test_tie_heavy_step_at_scale_matches_brute_force_on_both_paths(name, kwargs)
 
 def dense_path_selection(entropy, log_prob, advantages, mask, **kwargs):
     """The accelerator path (masked tensors, no gathering), run on the CPU."""
-    defaults = dict(low_entropy_fraction=0.8, entropy_threshold=None, high_cov_fraction=0.002, cov_threshold=None,
-                    low_cov_fraction=None, beta_high=0.2, beta_low=0.05)
+    defaults = {"low_entropy_fraction": 0.8, "entropy_threshold": None, "high_cov_fraction": 0.002,
+                "cov_threshold": None, "low_cov_fraction": None, "beta_high": 0.2, "beta_low": 0.05}
     return _select(entropy, log_prob, advantages, mask != 0, **{**defaults, **kwargs})
 
 
@@ -197,21 +199,21 @@ def test_accelerator_path_matches_brute_force(name, kwargs, mask_dtype, ties):
 POSITION_TIE_TABLE = [
     # (name, entropy, log_prob, advantages, mask, kwargs, expected beta)
     ("all entropies equal: the first k tokens", [[1, 1, 1, 1], [1, 1, 1, 1]], [[-1] * 4] * 2, [[0] * 4] * 2,
-     [[1] * 4] * 2, dict(low_entropy_fraction=0.5, high_cov_fraction=0.25), [[2, 1, 1, 1], [0, 0, 0, 0]]),
+     [[1] * 4] * 2, {"low_entropy_fraction": 0.5, "high_cov_fraction": 0.25}, [[2, 1, 1, 1], [0, 0, 0, 0]]),
     ("the tie at the entropy cut goes to the earlier token", [[0.5, 0.1, 0.5], [0.1, 0.5, 0.5]], [[-1] * 3] * 2,
-     [[0] * 3] * 2, [[1, 1, 1], [1, 1, 0]], dict(low_entropy_fraction=0.6, high_cov_fraction=0.34),
+     [[0] * 3] * 2, [[1, 1, 1], [1, 1, 0]], {"low_entropy_fraction": 0.6, "high_cov_fraction": 0.34},
      [[2, 1, 0], [1, 0, 0]]),
     ("masked tokens take no place in the order", [[1, 1], [1, 1]], [[-1, -1], [-1, -1]], [[0, 0], [0, 0]],
-     [[0, 1], [1, 1]], dict(low_entropy_fraction=0.5, high_cov_fraction=1.0), [[0, 2], [0, 0]]),
+     [[0, 1], [1, 1]], {"low_entropy_fraction": 0.5, "high_cov_fraction": 1.0}, [[0, 2], [0, 0]]),
     ("equal Cov in different rows: the earlier row", [[0, 0], [0, 0]], [[-1, -3], [-3, -1]], [[1, 1], [-1, -1]],
-     [[1, 1], [1, 1]], dict(low_entropy_fraction=1.0, high_cov_fraction=0.25), [[2, 1], [1, 1]]),
+     [[1, 1], [1, 1]], {"low_entropy_fraction": 1.0, "high_cov_fraction": 0.25}, [[2, 1], [1, 1]]),
     ("both tied Cov when k' covers them", [[0, 0], [0, 0]], [[-1, -3], [-3, -1]], [[1, 1], [-1, -1]],
-     [[1, 1], [1, 1]], dict(low_entropy_fraction=1.0, high_cov_fraction=0.5), [[2, 1], [2, 1]]),
+     [[1, 1], [1, 1]], {"low_entropy_fraction": 1.0, "high_cov_fraction": 0.5}, [[2, 1], [2, 1]]),
     ("released form: the earlier of the tied lowest Cov", [[0, 0], [0, 0]], [[-1, -3], [-3, -1]],
-     [[1, 1], [-1, -1]], [[1, 1], [1, 1]], dict(low_entropy_fraction=1.0, high_cov_fraction=0.25,
-                                                 low_cov_fraction=0.25), [[2, 1], [0, 0]]),
+     [[1, 1], [-1, -1]], [[1, 1], [1, 1]],
+     {"low_entropy_fraction": 1.0, "high_cov_fraction": 0.25, "low_cov_fraction": 0.25}, [[2, 1], [0, 0]]),
     ("all rewards equal: one token at beta_high, not all of T_low", [[0.2, 0.1, 0.3, 0.4]], [[-1, -2, -3, -4]],
-     [[0.7] * 4], [[1, 1, 1, 1]], dict(low_entropy_fraction=0.75, high_cov_fraction=0.34), [[2, 1, 1, 0]]),
+     [[0.7] * 4], [[1, 1, 1, 1]], {"low_entropy_fraction": 0.75, "high_cov_fraction": 0.34}, [[2, 1, 1, 0]]),
 ]
 
 
@@ -270,7 +272,7 @@ def test_padding_width_does_not_change_the_selection():
     """Position means the order of the valid tokens, so padding a step batch wider changes nothing."""
     entropy, log_prob, advantages, mask = tie_heavy_inputs("coarse entropies and log-probs")
     wider = [torch.nn.functional.pad(t, (0, 9)) for t in (entropy, log_prob, advantages, mask)]
-    kwargs = dict(low_entropy_fraction=0.5, high_cov_fraction=0.1, low_cov_fraction=0.2)
+    kwargs = {"low_entropy_fraction": 0.5, "high_cov_fraction": 0.1, "low_cov_fraction": 0.2}
     narrow_beta = sent_token_weights(entropy, log_prob, advantages, mask, **kwargs)
     for beta in (sent_token_weights(*wider, **kwargs), dense_path_weights(*wider, **kwargs)):
         assert torch.equal(beta[:, :40], narrow_beta) and not beta[:, 40:].any()
@@ -361,8 +363,8 @@ def test_mismatched_shapes_name_the_field():
         sent_token_weights(entropy, log_prob, advantages, mask[:-1])
 
 
-@pytest.mark.parametrize("kwargs", [dict(low_entropy_fraction=0.0), dict(high_cov_fraction=1.5),
-                                    dict(low_cov_fraction=-0.1)])
+@pytest.mark.parametrize("kwargs", [{"low_entropy_fraction": 0.0}, {"high_cov_fraction": 1.5},
+                                    {"low_cov_fraction": -0.1}])
 def test_fractions_out_of_range_are_rejected(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         sent_token_weights(*random_inputs(), **kwargs)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["SELECTION_PARAMETERS", "SentSelection", "select_sent_tokens", "sent_token_weights", "masked_quantiles"]
+__all__ = ["SELECTION_PARAMETERS", "SentSelection", "masked_quantiles", "select_sent_tokens", "sent_token_weights"]
 
 # The keyword-only knobs of `sent_token_weights` / `select_sent_tokens` (configs map onto these names).
 SELECTION_PARAMETERS = (
