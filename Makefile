@@ -1,5 +1,5 @@
 # One command each for the two things a fresh machine needs (see README):
-#   make demo   set up .venv (when missing) and run the main job on embedded defaults
+#   make demo   set up .venv (when missing) and run the main job on embedded defaults (trains SENT on the CPU)
 #   make test   set up .venv (when missing) and run the whole test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(PY) -m bench.bench_loss --write
 	$(PY) -m bench.bench_clustering --write
 	VLLM_CPU_KVCACHE_SPACE=1 $(PY) -m bench.bench_scoring_overhead --prompts 192 --write
+	$(PY) -m bench.bench_train_step --write
 
 clean-venv:
 	rm -rf $(VENV)

@@ -62,7 +62,7 @@ def main() -> None:
     medians = {p: {k: statistics.median(v) for k, v in t.items()} for p, t in times.items()}
     ratio = medians["sent"]["timing_s/step"] / medians["grpo"]["timing_s/step"]
     lines = [
-        f"Machine: {platform.machine()}, CPU only, `machine=cpu`; model {args.model}; 8 prompts x 4 answers, 64 "
+        f"Machine: {platform.machine()}, CPU only, `machine=cpu`; model {args.model}; 4 prompts x 4 answers (the demo's sizes), 64 "
         f"response tokens, one optimizer step per training step; median over steps 2..{args.steps} of "
         f"{args.rounds} run(s) per preset, run alternately.",
         "",
