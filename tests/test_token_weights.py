@@ -150,12 +150,7 @@ def test_matches_brute_force(name, kwargs, mask_dtype, seed):
 def test_tie_heavy_inputs_match_brute_force_on_both_paths(name, kwargs, kind, mask_dtype):
     """Ties at every cut: the sets, not only beta, equal the reference on the CPU path and the accelerator path."""
     entropy, log_prob, advantages, mask = tie_heavy_inputs(kind, mask_dtype)
-    want_beta, want_low, want_high = brute_force_selection(entropy, log_prob, advantages, mask, **kwargs)
-    for selection in (select_sent_tokens(entropy, log_prob, advantages, mask, **kwargs),
-                      dense_path_selection(entropy, log_prob, advantages, mask, **kwargs)):
-        assert torch.equal(selection.low_entropy, want_low)
-        assert torch.equal(selection.high_cov, want_high)
-        assert torch.equal(selection.beta, want_beta)
+    assert_both_paths_match_brute_force(entropy, log_prob, advantages, mask, **kwargs)
 
 
 @pytest.mark.parametrize("name,kwargs", TIE_CASES, ids=[c[0] for c in TIE_CASES])
@@ -167,6 +162,11 @@ def test_tie_heavy_step_at_scale_matches_brute_force_on_both_paths(name, kwargs)
     log_prob = torch.round(-torch.rand(16, 400, generator=g) * 100) / 20
     advantages = torch.tensor([1.0, -1.0, 0.5, -0.5]).repeat(4).unsqueeze(1).expand(16, 400).clone()
     mask = torch.ones(16, 400, dtype=torch.bool)
+    assert_both_paths_match_brute_force(entropy, log_prob, advantages, mask, **kwargs)
+
+
+def assert_both_paths_match_brute_force(entropy, log_prob, advantages, mask, **kwargs):
+    """The sets, not only beta, of the CPU path and of the accelerator path equal the brute-force reference."""
     want_beta, want_low, want_high = brute_force_selection(entropy, log_prob, advantages, mask, **kwargs)
     for selection in (select_sent_tokens(entropy, log_prob, advantages, mask, **kwargs),
                       dense_path_selection(entropy, log_prob, advantages, mask, **kwargs)):

@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .answers import extract_answer, normalize_key
+from .config import UNPARSEABLE_MODES
 from .shortcuts import (
     Signature,
     certainly_equal,
@@ -47,7 +48,6 @@ from .shortcuts import (
     signature,
 )
 
-UNPARSEABLE_MODES = ("singleton", "shared")
 
 
 # ----------------------------------------------------------------------------------------------- math-verify calls

@@ -13,11 +13,11 @@ from typing import Any
 
 from verl_ext.config import MISSING, ConfigError, TypedConfig, one_of
 from verl_ext.curriculum import StagesConfig
+from verl_ext.semantic_entropy.answers import ANSWER_FALLBACKS
 
 BACKENDS = ("vllm", "openai")
 FLAVOURS = ("discrete", "weighted")
 UNPARSEABLE_MODES = ("singleton", "shared")
-ANSWER_FALLBACKS = ("none", "last_number")
 DATA_PARALLEL_BACKENDS = ("process", "ray")
 
 
