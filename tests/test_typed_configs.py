@@ -24,6 +24,16 @@ def _scoring(**over):
     return {**SCORING, **over}
 
 
+@pytest.mark.parametrize("mapping, named", [
+    ({"epochs_per_stage": 0}, r"^data\.curriculum\.epochs_per_stage must be >= 1"),
+    ({"enable": "maybe"}, r"^data\.curriculum\.enable must be one of auto, true, false"),
+])
+def test_bad_values_in_a_section_name_the_full_key(mapping, named):
+    """As verl reads it: `data.curriculum` of the trainer config, so the message names the key a user typed."""
+    with pytest.raises(ConfigError, match=named):
+        CurriculumConfig.from_config(mapping, where="data.curriculum")
+
+
 @pytest.mark.parametrize(
     ("cls", "mapping", "named"),
     [
@@ -60,7 +70,7 @@ def test_curriculum_typo_names_the_full_key():
         (ScoringConfig, _scoring(summary={"stages": {"stage_boundaries": [1.0, 0.5]}}), "strictly ascending"),
         (EvalConfig, {}, "model.path is required"),
         (EvalConfig, {**EVAL, "ks": [0, 1]}, "ks must be"),
-        (CurriculumConfig, {"enable": "maybe"}, "curriculum.enable must be one of auto, true, false"),
+        (CurriculumConfig, {"enable": "maybe"}, "enable must be one of auto, true, false"),
         (CurriculumConfig, {"epochs_per_stage": 0}, "epochs_per_stage must be >= 1"),
     ],
 )

@@ -76,6 +76,10 @@ class TypedConfig:
             _check_sections(cls, layer, prefix)
         try:
             return OmegaConf.to_object(OmegaConf.merge(*layers))
+        except ConfigError as err:  # from validate(), which names keys from this config's root
+            if not prefix:
+                raise
+            raise ConfigError(f"{prefix}{err}") from None
         except (ConfigKeyError, ConfigAttributeError) as err:
             raise ConfigError(_unknown_key_message(cls, prefix, err)) from None
         except MissingMandatoryValue as err:

@@ -66,7 +66,7 @@ class CurriculumConfig(StagesConfig):
         super().validate()
         # Hydra reads `true`/`false` as booleans and `auto` as a string: one spelling for the code to compare
         self._normalise("enable", str(self.enable).lower())
-        one_of("curriculum.enable", self.enable, ENABLE_MODES)
+        one_of("enable", self.enable, ENABLE_MODES)
         if self.epochs_per_stage < 1:
             raise ConfigError(f"epochs_per_stage must be >= 1, got {self.epochs_per_stage}")
 
