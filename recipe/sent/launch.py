@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +52,7 @@ def train(overrides: list[str], out_dir: str | Path, *, timeout_s: float, total_
     log, metrics_file = out_dir / "train.log", out_dir / "metrics.jsonl"
     child_env = {**os.environ, "VERL_FILE_LOGGER_PATH": str(metrics_file), "PYTHONUNBUFFERED": "1", **(env or {})}
     child_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), child_env.get("PYTHONPATH", "")) if p)
-    overrides = [*overrides, "trainer.logger=[console,file]"]
+    overrides = [*overrides, "trainer.logger=[console,file]"]  # file: verl's own per-step JSON lines
     command = [sys.executable, "-m", "recipe.sent.main_sent", *overrides]
     started = last = time.time()
     with open(log, "w") as log_fh:
@@ -75,9 +76,8 @@ def train(overrides: list[str], out_dir: str | Path, *, timeout_s: float, total_
     return TrainingRun(out_dir=out_dir, log=log, metrics_file=metrics_file, seconds=seconds)
 
 
-def _watch_deadline(proc: subprocess.Popen, deadline: float):
-    import threading
-
+def _watch_deadline(proc: subprocess.Popen, deadline: float) -> threading.Event:
+    """Kill `proc`'s process group once `deadline` passes; the returned event says whether it did."""
     fired = threading.Event()
 
     def watch():
