@@ -22,14 +22,62 @@ def step_series(entries: list[dict], metric: str) -> tuple[list[int], list[float
     return [step for step, _ in points], [float(value) for _, value in points]
 
 
-def plot_training_curves(entries: list[dict], path: str | Path, title: str = "") -> Path:
-    """One panel per entry of PANELS (a panel whose metrics were never logged says so) -> PNG at `path`."""
+def stage_starts(entries: list[dict]) -> list[int]:
+    """Steps at which the curriculum moved to a new stage (`curriculum/stage` changed from the step before)."""
+    steps, stages = step_series(entries, "curriculum/stage")
+    return [step for step, before, now in zip(steps[1:], stages, stages[1:]) if now != before]
+
+
+def _panels(count: int, width: float = 7):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(PANELS), 1, figsize=(7, 2.1 * len(PANELS)), sharex=True)
+    fig, axes = plt.subplots(count, 1, figsize=(width, 2.1 * count), sharex=True, squeeze=False)
+    return fig, list(axes[:, 0])
+
+
+def _save(fig, axes, path: str | Path, title: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    axes[-1].set_xlabel("training step")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_variant_curves(runs: dict[str, list[dict]], panels: list[tuple[str, str]], path: str | Path,
+                        title: str = "") -> Path:
+    """Several runs on shared panels: `panels` = [(title, metric)], one line per run and panel; dotted vertical
+    lines in the run's colour where its curriculum moved to the next stage."""
+    fig, axes = _panels(len(panels), width=8)
+    colours = {name: f"C{i % 10}" for i, name in enumerate(runs)}
+    for ax, (panel, metric) in zip(axes, panels):
+        drawn = False
+        for name, entries in runs.items():
+            steps, values = step_series(entries, metric)
+            if steps:
+                ax.plot(steps, values, marker="o", markersize=3, label=name, color=colours[name])
+                drawn = True
+            for step in stage_starts(entries):
+                ax.axvline(step - 0.5, color=colours[name], linestyle=":", alpha=0.6)
+        if drawn:
+            ax.legend(fontsize=6, ncol=4)
+        else:
+            ax.text(0.5, 0.5, "not logged by these runs", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(f"{panel} ({metric})", fontsize=9)
+        ax.grid(alpha=0.3)
+    return _save(fig, axes, path, title)
+
+
+def plot_training_curves(entries: list[dict], path: str | Path, title: str = "") -> Path:
+    """One panel per entry of PANELS (a panel whose metrics were never logged says so) -> PNG at `path`."""
+    fig, axes = _panels(len(PANELS))
     for ax, (panel, lines) in zip(axes, PANELS):
         drawn = False
         for metric, label in lines:
@@ -43,11 +91,4 @@ def plot_training_curves(entries: list[dict], path: str | Path, title: str = "")
         if len(lines) > 1 and drawn:
             ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-    axes[-1].set_xlabel("training step")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, axes, path, title)

@@ -85,6 +85,7 @@ def score(train: Path, model: Path, out: Path, samples: int, max_tokens: int) ->
         "vllm": {"dtype": "float32", "enforce_eager": True, "max_model_len": 1024, "tensor_parallel_size": 1},
         "clustering": {"unparseable": "singleton", "answer_fallback": "last_number", "num_workers": 1, "timeout_s": 5},
         "entropy": "discrete", "shard_size": 16, "write_audit": True, "progress": True,
+        "summary": {"stages": {"num_stages": STAGES}},  # se_hist.png marks the stages the training run will use
     }
     return run_job(cfg).summary
 
@@ -117,12 +118,13 @@ def gpu_training_available() -> bool:
         return False
 
 
-def training_overrides(model: Path, scored: Path, out: Path, steps: int, machine: str) -> list[str]:
-    """SENT on the scored demo data: 4 prompts x 4 answers a step (SmolLM2 on 2 CPU cores: about half a minute),
-    one optimizer step each, curriculum in STAGES stages."""
+def training_overrides(model: Path, scored: Path, out: Path, steps: int, machine: str, *, preset: str = "sent",
+                       val_files: Path | None = None) -> list[str]:
+    """`preset` (SENT by default) on the scored demo data: 4 prompts x 4 answers a step (SmolLM2 on 2 CPU cores:
+    about half a minute), one optimizer step each, curriculum in STAGES stages. Also the lab's shared sizes."""
     common = [
-        f"machine={machine}", "preset=sent",
-        f"actor_rollout_ref.model.path={model}", f"data.train_files={scored}", f"data.val_files={scored}",
+        f"machine={machine}", f"preset={preset}",
+        f"actor_rollout_ref.model.path={model}", f"data.train_files={scored}", f"data.val_files={val_files or scored}",
         "data.train_batch_size=4", "data.max_prompt_length=128", "data.max_response_length=64",
         f"data.curriculum.num_stages={STAGES}",
         "actor_rollout_ref.rollout.n=4", "actor_rollout_ref.rollout.max_model_len=256",
@@ -196,7 +198,8 @@ def main(argv: list[str] | None = None) -> None:
     machine = "gpu" if gpu_training_available() else "cpu"
     t = step(5, f"SENT training: {args.steps} steps through verl (machine={machine}; console log in train/train.log)")
     from recipe.sent.curves import plot_training_curves
-    from recipe.sent.launch import TrainingFailed, train as run_training
+    from recipe.sent.launch import TrainingFailed
+    from recipe.sent.launch import train as run_training
 
     overrides = training_overrides(model, scored, out / "train", args.steps, machine)
     print("  python -m recipe.sent.main_sent " + " ".join(overrides), flush=True)

@@ -14,11 +14,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 STEP_LINE = re.compile(r"\bstep:(\d+) - ")
+EARLIER_METRICS = "metrics.earlier.jsonl"  # steps of interrupted runs while a resumed one runs (keep_metrics)
 
 
 class TrainingFailed(RuntimeError):
@@ -44,36 +46,75 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def train(overrides: list[str], out_dir: str | Path, *, timeout_s: float, total_steps: int | None = None,
-          echo=print, env: dict[str, str] | None = None) -> TrainingRun:
+          echo=print, env: dict[str, str] | None = None, keep_metrics: bool = False,
+          on_step: Callable[[int, float], None] | None = None) -> TrainingRun:
     """Train with `overrides`; `metrics.jsonl`, `train.log` land in `out_dir`. Raises TrainingFailed on a non-zero exit
-    or when `timeout_s` passes (the whole process group is killed: vLLM and Ray children included)."""
+    or when `timeout_s` passes (the whole process group is killed: vLLM and Ray children included; also when this
+    process is interrupted). `keep_metrics`: a resumed run keeps the steps an earlier run logged in `metrics.jsonl`
+    (verl's file logger truncates the file). `on_step(step, seconds)` is called as each step finishes."""
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     log, metrics_file = out_dir / "train.log", out_dir / "metrics.jsonl"
+    earlier = out_dir / EARLIER_METRICS
+    if keep_metrics:
+        _set_aside(metrics_file, earlier)
+    else:
+        earlier.unlink(missing_ok=True)
     child_env = {**os.environ, "VERL_FILE_LOGGER_PATH": str(metrics_file), "PYTHONUNBUFFERED": "1", **(env or {})}
     child_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), child_env.get("PYTHONPATH", "")) if p)
     overrides = [*overrides, "trainer.logger=[console,file]"]  # file: verl's own per-step JSON lines
     command = [sys.executable, "-m", "recipe.sent.main_sent", *overrides]
     started = last = time.time()
-    with open(log, "w") as log_fh:
+    with open(log, "a" if keep_metrics else "w") as log_fh:
         log_fh.write(" ".join(command) + "\n\n")
         proc = subprocess.Popen(command, cwd=ROOT, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace", start_new_session=True)
         timed_out = _watch_deadline(proc, started + timeout_s)
-        for line in proc.stdout:
-            log_fh.write(line)
-            match = STEP_LINE.search(line)
-            if match:
-                now, step = time.time(), int(match.group(1))
-                of = f"/{total_steps}" if total_steps else ""
-                echo(f"  step {step}{of} done: {now - last:.0f} s (elapsed {now - started:.0f} s)")
-                last = now
-        proc.wait()
+        try:
+            for line in proc.stdout:
+                log_fh.write(line)
+                match = STEP_LINE.search(line)
+                if match:
+                    now, step = time.time(), int(match.group(1))
+                    of = f"/{total_steps}" if total_steps else ""
+                    echo(f"  step {step}{of} done: {now - last:.0f} s (elapsed {now - started:.0f} s)")
+                    if on_step is not None:
+                        on_step(step, now - last)
+                    last = now
+            proc.wait()
+        except BaseException:
+            # Ctrl-C or SIGTERM of this process: the child has its own session, so it would outlive us
+            _kill_group(proc)
+            raise
+        finally:
+            if keep_metrics:
+                _join_metrics(earlier, metrics_file)
     seconds = time.time() - started
     if timed_out.is_set() or proc.returncode != 0:
         why = f"ran past its {timeout_s:.0f} s deadline" if timed_out.is_set() else f"exited with {proc.returncode}"
         raise TrainingFailed(f"training {why}; log: {log}\n{_error_tail(log)}")
     return TrainingRun(out_dir=out_dir, log=log, metrics_file=metrics_file, seconds=seconds)
+
+
+def _set_aside(metrics_file: Path, earlier: Path) -> None:
+    """Append what `metrics.jsonl` holds to `earlier` (the file logger of the next run truncates it)."""
+    if metrics_file.exists() and metrics_file.stat().st_size:
+        with open(earlier, "a") as fh:
+            fh.write(metrics_file.read_text())
+        metrics_file.unlink()
+
+
+def _join_metrics(earlier: Path, metrics_file: Path) -> None:
+    """metrics.jsonl = the earlier runs' steps before the first step this run logged (it redid the rest), then its own."""
+    if not earlier.exists():
+        return
+    new = read_metrics(metrics_file)
+    first_new = min((entry["step"] for entry in new), default=None)
+    kept = [entry for entry in read_metrics(earlier) if first_new is None or entry["step"] < first_new]
+    partial = metrics_file.with_suffix(".partial")
+    partial.write_text("".join(json.dumps(entry) + "\n" for entry in [*kept, *new]))
+    partial.replace(metrics_file)
+    earlier.unlink()
 
 
 def _watch_deadline(proc: subprocess.Popen, deadline: float) -> threading.Event:

@@ -1,0 +1,392 @@
+"""`python -m recipe.sent.lab [key=value ...]`: the paper's comparison end to end on one machine.
+
+1. data: the bundled graded math set (`recipe.sent.demo_data`), split into train and a held-out set that never trains
+   (every `eval_every`-th problem of each difficulty level);
+2. semantic-entropy scoring of the train split with the initial model (the scoring job, settings of the demo);
+3. per variant (`lab_config.VARIANTS`: a preset plus its overrides; all else shared): training through
+   `recipe.sent.launch.train` with checkpoints and `resume_mode=auto`, the last checkpoint merged to a Hugging Face
+   folder (`verl.model_merger`), evaluated on the held-out set (`verl_ext.eval`: avg@k, pass@k); the initial model
+   is evaluated once as the baseline;
+4. `report.md` (a row per variant) and `curves.png` (per step and variant) from `<variant>/metrics.jsonl`.
+
+Re-running the same command resumes: a variant with `done.json` (written last) is skipped, an unfinished one resumes
+from its last checkpoint. A variant that fails is written to `failed.json`, shown in the report, and retried on the
+next run. The config is `LabConfig` (`recipe/sent/lab_config.py`), the schema of `configs/lab.yaml`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from recipe.sent.lab_config import VARIANTS, LabConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = ROOT / "configs"
+SCHEMA_NAME = "lab_schema"
+BENCHMARK = "heldout"  # the held-out split's name in the eval harness's results
+MERGE_TIMEOUT_S = 900
+EVAL_TIMEOUT_S = 3600
+
+# curves.png: (panel title, metric); lab/* are derived per step by `derived_metrics`
+CURVE_PANELS = [
+    ("token entropy p50 (old policy)", "lab/entropy_p50"),
+    ("token entropy, mean", "actor/entropy"),
+    ("train reward (mean)", "critic/score/mean"),
+    ("penalised fraction of tokens", "lab/penalised_frac"),
+    ("KL term added to the loss", "lab/kl_term"),
+]
+
+
+# ------------------------------------------------------------------------------------------------ data and model
+def split_data(out: Path, eval_every: int) -> tuple[Path, Path]:
+    """train.parquet and eval.parquet: every `eval_every`-th problem of each level is held out."""
+    import pandas as pd
+
+    from recipe.sent.demo_data import demo_rows
+
+    train_file, eval_file = out / "train.parquet", out / "eval.parquet"
+    if train_file.exists() and eval_file.exists():
+        return train_file, eval_file
+    out.mkdir(parents=True, exist_ok=True)
+    seen: dict[int, int] = {}
+    train, held_out = [], []
+    for row, test_row in zip(demo_rows("train"), demo_rows("test")):
+        level = row["extra_info"]["level"]
+        seen[level] = seen.get(level, 0) + 1
+        if seen[level] % eval_every == 0:
+            held_out.append(test_row)
+        else:
+            train.append(row)
+    pd.DataFrame(held_out).to_parquet(eval_file)
+    pd.DataFrame(train).to_parquet(train_file)
+    print(f"{len(train)} train problems, {len(held_out)} held out -> {out}")
+    return train_file, eval_file
+
+
+def model_dir(cfg: LabConfig) -> Path:
+    from recipe.sent.demo import smollm2_hf_dir, tiny_model_dir
+
+    cache = Path(cfg.cache).resolve()
+    if cfg.model == "smollm2":
+        return smollm2_hf_dir(cache)
+    if cfg.model == "tiny":
+        return tiny_model_dir(cache)
+    path = Path(cfg.model).resolve()
+    if not (path / "config.json").exists():
+        raise SystemExit(f"model: {path} is not a Hugging Face folder (no config.json); use smollm2, tiny or a folder")
+    return path
+
+
+def score_train(train_file: Path, model: Path, out: Path, cfg: LabConfig) -> Path:
+    from recipe.sent.demo import score
+
+    scored = out / "scored.parquet"
+    if not scored.exists():  # the job resumes by itself; skipping it also skips loading vLLM
+        score(train_file, model, out, cfg.scoring_samples, cfg.max_tokens)
+    return scored
+
+
+# ------------------------------------------------------------------------------------------------ one variant
+def variant_overrides(name: str, model: Path, scored: Path, eval_file: Path, out: Path, cfg: LabConfig,
+                      machine: str) -> list[str]:
+    """The demo's sizes (`demo.training_overrides`), checkpoints for merge and resume, then the variant's own."""
+    from recipe.sent.demo import training_overrides
+
+    variant = VARIANTS[name]
+    return [
+        *training_overrides(model, scored, out, cfg.steps, machine, preset=variant.preset, val_files=eval_file),
+        f"trainer.save_freq={cfg.save_freq}", "trainer.resume_mode=auto", "trainer.max_actor_ckpt_to_keep=1",
+        f"trainer.experiment_name=lab-{name}",
+        *variant.overrides,
+    ]
+
+
+def last_checkpoint(checkpoints: Path) -> int:
+    marker = checkpoints / "latest_checkpointed_iteration.txt"
+    return int(marker.read_text().strip()) if marker.exists() else 0
+
+
+def merge(checkpoints: Path, step: int, target: Path) -> Path:
+    """The actor checkpoint of `step` as a Hugging Face folder (verl's model merger); atomic by rename."""
+    if (target / "config.json").exists():
+        return target
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    command = [sys.executable, "-m", "verl.model_merger", "merge", "--backend", "fsdp",
+               "--local_dir", str(checkpoints / f"global_step_{step}" / "actor"), "--target_dir", str(partial)]
+    run_logged(command, target.parent / "merge.log", MERGE_TIMEOUT_S)
+    partial.rename(target)
+    return target
+
+
+def evaluate(model: Path, tokenizer: Path, eval_file: Path, out: Path, name: str, cfg: LabConfig) -> dict:
+    """The eval harness on the held-out set; returns its results.json (it skips what it already evaluated)."""
+    command = [
+        sys.executable, "-m", "verl_ext.eval", f"model.path={model}", f"model.tokenizer_path={tokenizer}",
+        f"run_name={name}", f"output_dir={out}", f"+files.{BENCHMARK}={eval_file}", f"benchmarks=[{BENCHMARK}]",
+        f"sampling.n={cfg.eval_samples}", f"ks=[{','.join(map(str, cfg.ks))}]", f"sampling.max_tokens={cfg.max_tokens}",
+        "sampling.top_p=1.0", "sampling.top_k=-1", "vllm.dtype=float32", "vllm.enforce_eager=true",
+        "vllm.max_model_len=1024", "verify.num_workers=1", "paper_columns=", "progress=false",
+    ]
+    run_logged(command, out.parent / "eval.log", EVAL_TIMEOUT_S)
+    return json.loads((out / "results.json").read_text())
+
+
+def run_logged(command: list[str], log: Path, timeout_s: float) -> None:
+    """A child in our process group (killed with the lab), console to `log`; RuntimeError with the tail on failure."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as fh:
+        fh.write(" ".join(command) + "\n\n")
+        fh.flush()
+        done = subprocess.run(command, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout_s,
+                              check=False)
+    if done.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        raise RuntimeError(f"{command[2]} exited with {done.returncode}; log: {log}\n{tail}")
+
+
+class Progress:
+    """Variant i/n, step, seconds per step and the time left (from the steps and variants timed so far)."""
+
+    def __init__(self, names: list[str], steps: int):
+        self.names, self.steps = names, steps
+        self.variant_seconds: list[float] = []
+        self.step_seconds: list[float] = []
+        self.current, self.started = 0, time.time()
+
+    def start(self, index: int) -> None:
+        self.current, self.started = index, time.time()
+        print(f"\n== variant {index + 1}/{len(self.names)}: {self.names[index]} ==", flush=True)
+
+    def step(self, step: int, seconds: float) -> None:
+        if step > 1:  # the first step's time includes start-up
+            self.step_seconds.append(seconds)
+        per_step = sum(self.step_seconds) / len(self.step_seconds) if self.step_seconds else seconds
+        elapsed = time.time() - self.started
+        this_variant = elapsed + (self.steps - step) * per_step
+        per_variant = sum(self.variant_seconds) / len(self.variant_seconds) if self.variant_seconds else this_variant
+        left = (self.steps - step) * per_step + (len(self.names) - self.current - 1) * per_variant
+        print(f"  [{self.current + 1}/{len(self.names)} {self.names[self.current]}] step {step}/{self.steps}: "
+              f"{seconds:.0f} s ({per_step:.0f} s/step); about {left / 60:.0f} min left", flush=True)
+
+    def finish(self) -> None:
+        self.variant_seconds.append(time.time() - self.started)
+
+
+def run_variant(name: str, model: Path, scored: Path, eval_file: Path, out: Path, cfg: LabConfig, machine: str,
+                progress: Progress) -> None:
+    """Train (or resume), merge, evaluate; `done.json` last. Raises on failure."""
+    from recipe.sent.launch import train
+
+    checkpoints = out / "checkpoints"
+    if last_checkpoint(checkpoints) < cfg.steps:
+        overrides = variant_overrides(name, model, scored, eval_file, out, cfg, machine)
+        resumed = last_checkpoint(checkpoints)
+        if resumed:
+            print(f"  resuming from the checkpoint of step {resumed}", flush=True)
+        train(overrides, out, timeout_s=cfg.timeout_s, total_steps=cfg.steps, echo=lambda _: None,
+              keep_metrics=True, on_step=progress.step)
+    step = last_checkpoint(checkpoints)
+    if step != cfg.steps:
+        raise RuntimeError(f"training ended without the checkpoint of step {cfg.steps} (latest: {step})")
+    hf = merge(checkpoints, step, out / "hf")
+    results = evaluate(hf, model, eval_file, out / "eval", name, cfg)
+    if not cfg.keep_checkpoints:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    (out / "failed.json").unlink(missing_ok=True)
+    metrics = results["benchmarks"][BENCHMARK]["metrics"]
+    (out / "done.json").write_text(json.dumps({"variant": name, "steps": cfg.steps, "eval": metrics}, indent=1))
+
+
+# ------------------------------------------------------------------------------------------------ report
+def derived_metrics(entries: list[dict]) -> list[dict]:
+    """Each step's data plus lab/* series that read the same across variants: the token-entropy p50 and penalised
+    fraction from whichever scope logged them, and the KL added to the loss (SENT's term + kl_coef * uniform KL)."""
+    out = []
+    for entry in entries:
+        data = dict(entry["data"])
+        for lab_key, sources in (("lab/entropy_p50", ("sent/entropy_p50", "actor/sent/entropy_p50")),
+                                 ("lab/penalised_frac", ("sent/penalised_frac", "actor/sent/penalised_frac"))):
+            found = [data[key] for key in sources if key in data]
+            if found:
+                data[lab_key] = found[0]
+        parts = [data.get("actor/sent/kl_term")]
+        if "actor/kl_loss" in data and "actor/kl_coef" in data:
+            parts.append(data["actor/kl_coef"] * data["actor/kl_loss"])
+        if any(part is not None for part in parts):
+            data["lab/kl_term"] = sum(part for part in parts if part is not None)
+        out.append({**entry, "data": data})
+    return out
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def variant_summary(entries: list[dict], last_steps: int) -> dict:
+    from recipe.sent.curves import step_series
+
+    def series(metric: str) -> list[float]:
+        return step_series(entries, metric)[1]
+
+    entropy, p50 = series("actor/entropy"), series("lab/entropy_p50")
+    step_times = series("timing_s/step")
+    return {
+        "steps": len(series("critic/score/mean")),
+        "entropy": (entropy[0], entropy[-1]) if entropy else None,
+        "entropy_p50": (p50[0], p50[-1]) if p50 else None,
+        "reward": _mean(series("critic/score/mean")[-last_steps:]),
+        "clipfrac": _mean(series("actor/pg_clipfrac")),
+        "penalised": _mean(series("lab/penalised_frac")),
+        "kl_term": _mean(series("lab/kl_term")),
+        # the first step includes the workers' warm-up
+        "s_per_step": _mean(step_times[1:] or step_times),
+    }
+
+
+def _start_end(pair: tuple[float, float] | None) -> str:
+    if pair is None:
+        return "–"
+    start, end = pair
+    change = f" ({(end - start) / abs(start):+.0%})" if start else ""
+    return f"{start:.3f} → {end:.3f}{change}"
+
+
+def build_report(out: Path, names: list[str], ks: list[int], last_steps: int, command: str = "") -> Path:
+    """report.md (a row per variant and the baseline) and curves.png from what the variants left in `out`."""
+    from recipe.sent.curves import plot_variant_curves
+    from recipe.sent.launch import read_metrics
+
+    runs = {name: derived_metrics(read_metrics(out / name / "metrics.jsonl")) for name in names}
+    summaries = {name: variant_summary(entries, last_steps) for name, entries in runs.items()}
+    grpo_speed = summaries.get("grpo", {}).get("s_per_step")
+    eval_cols = [f"avg@{k}" for k in ks] + [f"pass@{k}" for k in ks]
+    header = ["variant", "status", "steps", "token entropy, mean: start → end", "entropy p50: start → end",
+              f"train reward (last {last_steps})", *[f"held-out {c}" for c in eval_cols], "clip frac",
+              "penalised frac", "KL term", "s/step", "× grpo"]
+    rows = []
+    baseline = _read_eval(out / "baseline" / "eval")
+    rows.append(["initial model", "baseline" if baseline else "not evaluated", "0", "–", "–", "–",
+                 *[_fmt((baseline or {}).get(c), ".1f") for c in eval_cols], "–", "–", "–", "–", "–"])
+    for name in names:
+        failed, done = out / name / "failed.json", out / name / "done.json"
+        if failed.exists():
+            error = json.loads(failed.read_text())["error"].splitlines()[0].replace("|", "\\|")[:200]
+            status = f"failed: {error}"
+        else:
+            status = "done" if done.exists() else "not finished"
+        s, evaluated = summaries[name], _read_eval(out / name / "eval") or {}
+        ratio = s["s_per_step"] / grpo_speed if s["s_per_step"] and grpo_speed else None
+        rows.append([name, status, str(s["steps"]), _start_end(s["entropy"]), _start_end(s["entropy_p50"]),
+                     _fmt(s["reward"]), *[_fmt(evaluated.get(c), ".1f") for c in eval_cols], _fmt(s["clipfrac"]),
+                     _fmt(s["penalised"]), _fmt(s["kl_term"], ".2e"), _fmt(s["s_per_step"], ".1f"),
+                     _fmt(ratio, ".2f")])
+    lines = ["# SENT lab", ""]
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    notes = ("Held-out: avg@k and pass@k in percent on problems that never trained. Token entropy: "
+             "`actor/entropy` (mean over response tokens), p50: `sent/entropy_p50` (SENT's step selection). "
+             "KL term: `actor/sent/kl_term` + `actor/kl_coef` x `actor/kl_loss` (KL-Cov's penalty sits inside "
+             "its policy loss and is not counted). s/step: `timing_s/step` without the first step.")
+    lines += ["", notes, "", "| variant | preset | overrides | what |", "|---|---|---|---|"]
+    lines += [f"| {name} | {VARIANTS[name].preset} | `{' '.join(VARIANTS[name].overrides)}` | {VARIANTS[name].what} |"
+              for name in names]
+    report = out / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    plot_variant_curves(runs, CURVE_PANELS, out / "curves.png", title="SENT lab (dotted: curriculum stage starts)")
+    return report
+
+
+def _read_eval(eval_dir: Path) -> dict | None:
+    results = eval_dir / "results.json"
+    if not results.exists():
+        return None
+    return json.loads(results.read_text())["benchmarks"][BENCHMARK]["metrics"]
+
+
+# ------------------------------------------------------------------------------------------------ the lab
+def run_lab(cfg: LabConfig, command: str = "") -> Path:
+    from recipe.sent.demo import gpu_training_available
+
+    out = Path(cfg.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    machine = cfg.machine if cfg.machine != "auto" else ("gpu" if gpu_training_available() else "cpu")
+    print(f"== SENT lab: {len(cfg.variants)} variants x {cfg.steps} steps, machine={machine}, out={out} ==", flush=True)
+    model = model_dir(cfg)
+    train_file, eval_file = split_data(out / "data", cfg.eval_every)
+    print("\n== scoring the train split (semantic entropy) ==", flush=True)
+    scored = score_train(train_file, model, out / "scored", cfg)
+    print("\n== baseline: the initial model on the held-out set ==", flush=True)
+    try:
+        evaluate(model, model, eval_file, out / "baseline" / "eval", "initial", cfg)
+    except Exception as failure:  # noqa: BLE001 - the report says "not evaluated"; the variants still run
+        print(f"  baseline evaluation FAILED: {str(failure).splitlines()[0]}", flush=True)
+
+    progress = Progress(cfg.variants, cfg.steps)
+    for index, name in enumerate(cfg.variants):
+        variant_out = out / name
+        if (variant_out / "done.json").exists():
+            print(f"\n== variant {index + 1}/{len(cfg.variants)}: {name}: done, skipped ==", flush=True)
+            continue
+        progress.start(index)
+        try:
+            run_variant(name, model, scored, eval_file, variant_out, cfg, machine, progress)
+            print(f"  done in {time.time() - progress.started:.0f} s", flush=True)
+        except Exception as failure:  # noqa: BLE001 - recorded in the report; the lab goes on with the others
+            variant_out.mkdir(parents=True, exist_ok=True)
+            (variant_out / "failed.json").write_text(json.dumps({"variant": name, "error": str(failure)}, indent=1))
+            print(f"  FAILED: {str(failure).splitlines()[0]}", flush=True)
+        progress.finish()
+
+    report = build_report(out, cfg.variants, cfg.ks, cfg.last_steps, command)
+    print(f"\nDone in {time.time() - started:.0f} s.\n  report {report}\n  curves {out / 'curves.png'}")
+    print(report.read_text())
+    return report
+
+
+def _terminate(signum, frame):
+    # as Ctrl-C: unwinds through launch.train, which takes the training process group down with it
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main() -> None:
+    import hydra
+    from hydra.core.config_store import ConfigStore
+
+    from verl_ext.config import ConfigError
+
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=LabConfig)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    signal.signal(signal.SIGTERM, _terminate)
+    command = " ".join(["python -m recipe.sent.lab", *sys.argv[1:]])
+
+    @hydra.main(config_path=str(CONFIG_DIR), config_name="lab", version_base="1.3")
+    def _run(cfg) -> None:
+        try:
+            lab = LabConfig.from_config(cfg)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2)
+        run_lab(lab, command)
+
+    _run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""``LabConfig``: every knob of the SENT lab (``python -m recipe.sent.lab``), its default, its check, and the variants.
+
+The defaults below are the only ones (``configs/lab.yaml`` takes its schema from this class). Each variant is a
+preset plus a documented override set (``VARIANTS``), so any one of them is reproduced by hand with
+``python -m recipe.sent.main_sent preset=<preset> <overrides>`` on the lab's shared settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from verl_ext.config import ConfigError, TypedConfig, one_of
+
+NO_CURRICULUM = ("data.curriculum.enable=false", "data.shuffle=true")
+CURRICULUM = ("data.curriculum.enable=true", "data.shuffle=false")
+
+
+@dataclass(frozen=True)
+class Variant:
+    preset: str
+    overrides: tuple[str, ...]
+    what: str
+
+
+# name -> the preset and the overrides that make it this variant; everything else is shared by all variants
+VARIANTS: dict[str, Variant] = {
+    "grpo": Variant("grpo", NO_CURRICULUM, "GRPO: clipped surrogate + uniform KL 0.001, prompts shuffled"),
+    "kl_cov": Variant("kl_cov", NO_CURRICULUM, "verl's KL-Cov, prompts shuffled"),
+    "clip_cov": Variant("clip_cov", NO_CURRICULUM, "verl's Clip-Cov, prompts shuffled"),
+    "sent": Variant("sent", CURRICULUM, "SENT: semantic-entropy curriculum + tiered token KL"),
+    "sent_tokens_only": Variant("sent", NO_CURRICULUM, "SENT's token KL, prompts shuffled (no curriculum)"),
+    "curriculum_only": Variant("grpo", CURRICULUM, "GRPO on the semantic-entropy curriculum"),
+    "sent_low_only": Variant("sent", (*CURRICULUM, "actor_rollout_ref.actor.policy_loss.beta_high=0.05"),
+                             "SENT with beta_high = beta_low = 0.05: no covariance tier"),
+    "sent_released": Variant("sent_released", CURRICULUM, "the authors' released SENT scripts, on the curriculum"),
+}
+MODELS = ("smollm2", "tiny")
+MACHINES = ("auto", "cpu", "gpu")
+
+
+@dataclass
+class LabConfig(TypedConfig):
+    """The lab: one training run per variant on the same data, seeds, steps and sizes, then held-out evaluation."""
+
+    out: str = "runs/lab"
+    """output folder: data/, scored/, baseline/, <variant>/, report.md, curves.png; re-running resumes in it"""
+    model: str = "smollm2"
+    """smollm2 (SmolLM2-135M-Instruct, bundled) | tiny (the tiny random Qwen2, path checks only) | an HF folder"""
+    cache: str = ".cache/models"
+    """where smollm2 / tiny are converted or built once"""
+    machine: str = "auto"
+    """auto (gpu when torch sees CUDA and vLLM is installed, else cpu) | cpu | gpu"""
+    variants: list[str] = field(default_factory=lambda: list(VARIANTS))
+    """variants to run, in order (grpo, kl_cov, clip_cov, sent, sent_tokens_only, curriculum_only, sent_low_only, sent_released)"""
+    steps: int = 12
+    """training steps of every variant (4 prompts x 4 answers a step)"""
+    save_freq: int = 4
+    """checkpoint every N steps (and at the last step): how much a killed variant redoes"""
+    scoring_samples: int = 8
+    """answers per train prompt for semantic entropy"""
+    max_tokens: int = 64
+    """new tokens per answer when scoring and evaluating (training: 64 as well)"""
+    eval_samples: int = 8
+    """answers per held-out problem"""
+    ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    """pass@k and avg@k for these k (each <= eval_samples)"""
+    eval_every: int = 4
+    """every eval_every-th problem of each difficulty level is held out (never trains)"""
+    last_steps: int = 4
+    """the report's train reward is the mean over this many last steps"""
+    timeout_s: float = 3600.0
+    """deadline of one variant's training run"""
+    keep_checkpoints: bool = False
+    """false: a finished variant's checkpoints are removed once merged and evaluated (its HF folder stays)"""
+    quick: bool = False
+    """a check of the whole path in minutes: sets model=tiny, variants=[grpo, sent], steps=2, save_freq=1, scoring_samples=3, eval_samples=4, ks=[1, 2, 4], last_steps=1 (set none of these with it)"""
+
+    def validate(self) -> None:
+        if self.quick:
+            self._apply_quick()
+        unknown = [name for name in self.variants if name not in VARIANTS]
+        if unknown or not self.variants:
+            raise ConfigError(f"variants: unknown {unknown or 'none given'}; known: {', '.join(VARIANTS)}")
+        one_of("machine", self.machine, MACHINES)
+        for key in ("steps", "save_freq", "scoring_samples", "eval_samples", "eval_every", "last_steps"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1; got {getattr(self, key)}")
+        if self.eval_every < 2:
+            raise ConfigError("eval_every must be >= 2 (1 would hold out every problem)")
+        if not self.ks or any(k < 1 or k > self.eval_samples for k in self.ks):
+            raise ConfigError(f"ks must be non-empty, each k in 1..eval_samples={self.eval_samples}; got {self.ks}")
+
+    def _apply_quick(self) -> None:
+        defaults = LabConfig.__dataclass_fields__
+        for key, value in QUICK.items():
+            default = defaults[key].default_factory() if callable(defaults[key].default_factory) else defaults[key].default
+            if getattr(self, key) != default:
+                raise ConfigError(f"quick=true sets {key}={value}; leave {key} out or drop quick=true")
+            self._normalise(key, value)
+
+
+QUICK = {"model": "tiny", "variants": ["grpo", "sent"], "steps": 2, "save_freq": 1, "scoring_samples": 3,
+         "eval_samples": 4, "ks": [1, 2, 4], "last_steps": 1}
