@@ -159,15 +159,16 @@ class Progress:
         self.names, self.steps = names, steps
         self.variant_seconds: list[float] = []
         self.step_seconds: list[float] = []
-        self.current, self.started = 0, time.time()
+        self.current, self.started, self.warming_up = 0, time.time(), True
 
     def start(self, index: int) -> None:
-        self.current, self.started = index, time.time()
+        self.current, self.started, self.warming_up = index, time.time(), True
         print(f"\n== variant {index + 1}/{len(self.names)}: {self.names[index]} ==", flush=True)
 
     def step(self, step: int, seconds: float) -> None:
-        if step > 1:  # the first step's time includes start-up
+        if not self.warming_up:  # the first step of a launch (fresh or resumed) includes its start-up
             self.step_seconds.append(seconds)
+        self.warming_up = False
         per_step = sum(self.step_seconds) / len(self.step_seconds) if self.step_seconds else seconds
         elapsed = time.time() - self.started
         this_variant = elapsed + (self.steps - step) * per_step
