@@ -199,11 +199,11 @@ def run_variant(name: str, model: Path, scored: Path, eval_file: Path, out: Path
         raise RuntimeError(f"training ended without the checkpoint of step {cfg.steps} (latest: {step})")
     hf = merge(checkpoints, step, out / "hf")
     results = evaluate(hf, model, eval_file, out / "eval", name, cfg)
-    if not cfg.keep_checkpoints:
-        shutil.rmtree(checkpoints, ignore_errors=True)
     (out / "failed.json").unlink(missing_ok=True)
     metrics = results["benchmarks"][BENCHMARK]["metrics"]
     (out / "done.json").write_text(json.dumps({"variant": name, "steps": cfg.steps, "eval": metrics}, indent=1))
+    if not cfg.keep_checkpoints:  # after the marker: a kill in between never retrains a finished variant
+        shutil.rmtree(checkpoints, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -333,7 +333,8 @@ def run_lab(cfg: LabConfig, command: str = "") -> Path:
     scored = score_train(train_file, model, out / "scored", cfg)
     print("\n== baseline: the initial model on the held-out set ==", flush=True)
     try:
-        evaluate(model, model, eval_file, out / "baseline" / "eval", "initial", cfg)
+        if not (out / "baseline" / "eval" / "results.json").exists():
+            evaluate(model, model, eval_file, out / "baseline" / "eval", "initial", cfg)
     except Exception as failure:  # noqa: BLE001 - the report says "not evaluated"; the variants still run
         print(f"  baseline evaluation FAILED: {str(failure).splitlines()[0]}", flush=True)
 
