@@ -64,8 +64,9 @@ def _reset_pool(pool: ProcessPoolExecutor, kill: bool) -> None:
         if _pool is pool:
             _pool = None
     if kill:
+        # SIGKILL: a worker started from a thread that blocks SIGTERM inherits the block and would outlive terminate()
         for process in list(getattr(pool, "_processes", {}).values()):
-            process.terminate()
+            process.kill()
     pool.shutdown(wait=False, cancel_futures=True)
 
 
