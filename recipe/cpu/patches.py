@@ -4,7 +4,7 @@ Each change names the file and line it targets in the version it was written for
 `check_targets` verifies the installed version and that the target's source still contains the expected line; on
 any other version it stops with an error naming both versions (never a silent no-op). The failures each change
 removes, and how they were found: `../shared/notes/verl-cpu.md` (blockers 3-6; 1 is `recipe.cpu.platform`, 2 is
-`VERL_ENGINE_DEVICE` in `recipe.cpu.ENV`).
+`VERL_ENGINE_DEVICE` in `configs/machine/cpu.yaml`).
 """
 
 from __future__ import annotations

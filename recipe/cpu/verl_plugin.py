@@ -1,6 +1,6 @@
-"""Imported by verl at `import verl` in every process of a `machine=cpu` run (`VERL_USE_EXTERNAL_MODULES`, see
-`recipe.cpu.ENV`): registers the CPU platform, makes it this process's verl platform, applies the verl changes.
-Inert unless `SENT_CPU_LAYER=1`."""
+"""Imported by verl at `import verl` in every process of a `machine=cpu` run (`VERL_USE_EXTERNAL_MODULES`, set in
+`configs/machine/cpu.yaml`): registers the CPU platform, makes it this process's verl platform, applies the verl
+changes. Inert unless `SENT_CPU_LAYER=1`."""
 
 from __future__ import annotations
 
