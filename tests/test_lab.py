@@ -80,14 +80,16 @@ def test_report_builder_on_fixture_metrics(tmp_path):
         (tmp_path / name / "eval").mkdir(parents=True)
         (tmp_path / name / "metrics.jsonl").write_text(text)
         (tmp_path / name / "eval" / "results.json").write_text(_results(20.0 if name == "grpo" else 30.0))
-        (tmp_path / name / "done.json").write_text("{}")
+        (tmp_path / name / "done.json").write_text(json.dumps({"wall_s": 90.0, "resumed": name == "sent"}))
     (tmp_path / "baseline" / "eval").mkdir(parents=True)
     (tmp_path / "baseline" / "eval" / "results.json").write_text(_results(10.0))
     (tmp_path / "kl_cov").mkdir()
     (tmp_path / "kl_cov" / "failed.json").write_text(json.dumps({"error": "training exited with 1\nTraceback"}))
 
-    report = build_report(tmp_path, ["grpo", "kl_cov", "sent"], ks=[1, 2], last_steps=2, command="python -m x")
+    report = build_report(tmp_path, ["grpo", "kl_cov", "sent"], ks=[1, 2], last_steps=2, command="python -m x",
+                          run_info=("Machine: a test box.", "Wall time: 3.0 min"))
     rows = _report_rows(report)
+    assert "Command: `python -m x`\n\nMachine: a test box.\nWall time: 3.0 min\n" in report.read_text()
     assert list(rows) == ["initial model", "grpo", "kl_cov", "sent"]
     assert rows["initial model"]["held-out avg@1"] == "10.0"
     assert rows["grpo"]["status"] == rows["sent"]["status"] == "done"
@@ -100,6 +102,8 @@ def test_report_builder_on_fixture_metrics(tmp_path):
     assert rows["sent"]["penalised frac"] == "0.800" and rows["grpo"]["penalised frac"] == "–"
     assert rows["grpo"]["KL term"] == "5.00e-04" and rows["sent"]["KL term"] == "2.00e-02"
     assert rows["sent"]["× grpo"] == "1.10" and rows["grpo"]["× grpo"] == "1.00"
+    assert rows["grpo"]["wall min"] == "1.5" and rows["sent"]["wall min"] == "1.5 (resumed)"
+    assert rows["kl_cov"]["wall min"] == rows["initial model"]["wall min"] == "–"
     assert (tmp_path / "curves.png").stat().st_size > 20_000
 
 
@@ -157,6 +161,10 @@ def test_quick_lab_trains_merges_evaluates_and_reports(quick_lab):
         assert results["benchmarks"]["heldout"]["num_problems"] == 19
     assert rows["grpo"]["× grpo"] == "1.00" and rows["sent"]["penalised frac"] != "–"
     assert (out / "curves.png").stat().st_size > 20_000
+    text = (out / "report.md").read_text()
+    assert f"Machine: machine=cpu, {len(os.sched_getaffinity(0))} cores of " in text
+    assert "min for this invocation (finished earlier, not counted: grpo)." in text  # the resumed invocation wrote it
+    assert rows["grpo"]["wall min"] != "–" and rows["sent"]["wall min"].endswith("(resumed)")
     assert "variant 2/2" in quick_lab["second_log"] and "about" in quick_lab["second_log"]  # progress with time left
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -134,6 +135,9 @@ def evaluate(model: Path, tokenizer: Path, eval_file: Path, out: Path, name: str
         f"sampling.n={cfg.eval_samples}", f"ks=[{','.join(map(str, cfg.ks))}]", f"sampling.max_tokens={cfg.max_tokens}",
         "sampling.top_p=1.0", "sampling.top_k=-1", "vllm.dtype=float32", "vllm.enforce_eager=true",
         "vllm.max_model_len=1024", "verify.num_workers=1", "paper_columns=", "progress=false",
+        # the bundled prompts ask for no answer format and SmolLM2 writes none: the last number is its answer, as in
+        # the scoring job (demo.score) and close to the training reward (math-verify on the whole response)
+        "verify.answer_fallback=last_number",
     ]
     run_logged(command, out.parent / "eval.log", EVAL_TIMEOUT_S)
     return json.loads((out / "results.json").read_text())
@@ -186,10 +190,11 @@ def run_variant(name: str, model: Path, scored: Path, eval_file: Path, out: Path
     """Train (or resume), merge, evaluate; `done.json` last. Raises on failure."""
     from recipe.sent.launch import train
 
+    started = time.time()
     checkpoints = out / "checkpoints"
-    if last_checkpoint(checkpoints) < cfg.steps:
+    resumed = last_checkpoint(checkpoints)
+    if resumed < cfg.steps:
         overrides = variant_overrides(name, model, scored, eval_file, out, cfg, machine)
-        resumed = last_checkpoint(checkpoints)
         if resumed:
             print(f"  resuming from the checkpoint of step {resumed}", flush=True)
         train(overrides, out, timeout_s=cfg.timeout_s, total_steps=cfg.steps, echo=lambda _: None,
@@ -201,7 +206,9 @@ def run_variant(name: str, model: Path, scored: Path, eval_file: Path, out: Path
     results = evaluate(hf, model, eval_file, out / "eval", name, cfg)
     (out / "failed.json").unlink(missing_ok=True)
     metrics = results["benchmarks"][BENCHMARK]["metrics"]
-    (out / "done.json").write_text(json.dumps({"variant": name, "steps": cfg.steps, "eval": metrics}, indent=1))
+    wall_s = time.time() - started  # this invocation's share: a resumed variant's earlier part is not counted
+    (out / "done.json").write_text(json.dumps({"variant": name, "steps": cfg.steps, "eval": metrics,
+                                               "wall_s": round(wall_s, 1), "resumed": resumed > 0}, indent=1))
     if not cfg.keep_checkpoints:  # after the marker: a kill in between never retrains a finished variant
         shutil.rmtree(checkpoints, ignore_errors=True)
 
@@ -264,8 +271,10 @@ def _start_end(pair: tuple[float, float] | None) -> str:
     return f"{start:.3f} → {end:.3f}{change}"
 
 
-def build_report(out: Path, names: list[str], ks: list[int], last_steps: int, command: str = "") -> Path:
-    """report.md (a row per variant and the baseline) and curves.png from what the variants left in `out`."""
+def build_report(out: Path, names: list[str], ks: list[int], last_steps: int, command: str = "",
+                 run_info: tuple[str, ...] = ()) -> Path:
+    """report.md (a row per variant and the baseline) and curves.png from what the variants left in `out`;
+    `run_info`: lines on the machine and the wall time, written under the command."""
     from recipe.sent.curves import plot_variant_curves
     from recipe.sent.launch import read_metrics
 
@@ -275,11 +284,11 @@ def build_report(out: Path, names: list[str], ks: list[int], last_steps: int, co
     eval_cols = [f"avg@{k}" for k in ks] + [f"pass@{k}" for k in ks]
     header = ["variant", "status", "steps", "token entropy, mean: start → end", "entropy p50: start → end",
               f"train reward (last {last_steps})", *[f"held-out {c}" for c in eval_cols], "clip frac",
-              "penalised frac", "KL term", "s/step", "× grpo"]
+              "penalised frac", "KL term", "s/step", "× grpo", "wall min"]
     rows = []
     baseline = _read_eval(out / "baseline" / "eval")
     rows.append(["initial model", "baseline" if baseline else "not evaluated", "0", "–", "–", "–",
-                 *[_fmt((baseline or {}).get(c), ".1f") for c in eval_cols], "–", "–", "–", "–", "–"])
+                 *[_fmt((baseline or {}).get(c), ".1f") for c in eval_cols], "–", "–", "–", "–", "–", "–"])
     for name in names:
         failed, done = out / name / "failed.json", out / name / "done.json"
         if failed.exists():
@@ -287,21 +296,26 @@ def build_report(out: Path, names: list[str], ks: list[int], last_steps: int, co
             status = f"failed: {error}"
         else:
             status = "done" if done.exists() else "not finished"
+        marker = json.loads(done.read_text()) if done.exists() else {}
+        wall = _fmt(marker["wall_s"] / 60, ".1f") if "wall_s" in marker else "–"
+        wall += " (resumed)" if marker.get("resumed") else ""
         s, evaluated = summaries[name], _read_eval(out / name / "eval") or {}
         ratio = s["s_per_step"] / grpo_speed if s["s_per_step"] and grpo_speed else None
         rows.append([name, status, str(s["steps"]), _start_end(s["entropy"]), _start_end(s["entropy_p50"]),
                      _fmt(s["reward"]), *[_fmt(evaluated.get(c), ".1f") for c in eval_cols], _fmt(s["clipfrac"]),
                      _fmt(s["penalised"]), _fmt(s["kl_term"], ".2e"), _fmt(s["s_per_step"], ".1f"),
-                     _fmt(ratio, ".2f")])
+                     _fmt(ratio, ".2f"), wall])
     lines = ["# SENT lab", ""]
     if command:
         lines += [f"Command: `{command}`", ""]
+    lines += [*run_info, ""] if run_info else []
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     notes = ("Held-out: avg@k and pass@k in percent on problems that never trained. Token entropy: "
              "`actor/entropy` (mean over response tokens), p50: `sent/entropy_p50` (SENT's step selection). "
              "KL term: `actor/sent/kl_term` + `actor/kl_coef` x `actor/kl_loss` (KL-Cov's penalty sits inside "
-             "its policy loss and is not counted). s/step: `timing_s/step` without the first step.")
+             "its policy loss and is not counted). s/step: `timing_s/step` without the first step. wall min: training, "
+             "merge and evaluation of the variant in the invocation that finished it (resumed: the part after the resume).")
     lines += ["", notes, "", "| variant | preset | overrides | what |", "|---|---|---|---|"]
     lines += [f"| {name} | {VARIANTS[name].preset} | `{' '.join(VARIANTS[name].overrides)}` | {VARIANTS[name].what} |"
               for name in names]
@@ -338,6 +352,7 @@ def run_lab(cfg: LabConfig, command: str = "") -> Path:
     except Exception as failure:  # noqa: BLE001 - the report says "not evaluated"; the variants still run
         print(f"  baseline evaluation FAILED: {str(failure).splitlines()[0]}", flush=True)
 
+    finished_before = {name for name in cfg.variants if (out / name / "done.json").exists()}
     progress = Progress(cfg.variants, cfg.steps)
     for index, name in enumerate(cfg.variants):
         variant_out = out / name
@@ -354,10 +369,33 @@ def run_lab(cfg: LabConfig, command: str = "") -> Path:
             print(f"  FAILED: {str(failure).splitlines()[0]}", flush=True)
         progress.finish()
 
-    report = build_report(out, cfg.variants, cfg.ks, cfg.last_steps, command)
+    skipped = [name for name in cfg.variants if name in finished_before]
+    wall = f"Wall time: {(time.time() - started) / 60:.1f} min for this invocation"
+    wall += f" (finished earlier, not counted: {', '.join(skipped)})." if skipped else " (every variant ran in it)."
+    run_info = (f"Machine: {describe_machine(machine)}.", "", wall)
+    report = build_report(out, cfg.variants, cfg.ks, cfg.last_steps, command, run_info)
     print(f"\nDone in {time.time() - started:.0f} s.\n  report {report}\n  curves {out / 'curves.png'}")
     print(report.read_text())
     return report
+
+
+def describe_machine(machine: str) -> str:
+    """What the timings were measured on: the training machine kind, CPU model and cores, memory, torch, GPUs."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 if hasattr(os, "sysconf") else 0
+    parts = [f"machine={machine}", f"{cores} cores of {cpu}", f"{memory:.0f} GiB RAM", f"{platform.system()}",
+             f"torch {torch.__version__}"]
+    if torch.cuda.is_available():
+        parts.append(f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}")
+    return ", ".join(parts)
 
 
 def _terminate(signum, frame):

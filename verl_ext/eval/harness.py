@@ -46,6 +46,7 @@ class EvalSettings:
     seed: int
     max_problems: int | None
     ks: list[int] = field(default_factory=list)
+    answer_fallback: str = "none"
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -68,6 +69,7 @@ class EvalRun:
             seed=cfg.sampling.seed,
             max_problems=cfg.max_problems,
             ks=list(cfg.ks),
+            answer_fallback=cfg.verify.answer_fallback,
         )
         self._backend = backend
         self._owns_backend = backend is None
@@ -139,7 +141,7 @@ class EvalRun:
         seeds = [_problem_seed(self.settings.seed, bench, i) for i in range(len(problems))]
         samples = self.backend.generate(prompts, self.cfg.sampling, seeds)
         verdicts = cluster_prompts([([s.text for s in ss], gt) for ss, (_, gt) in zip(samples, problems)],
-                                   pool=self.pool)
+                                   pool=self.pool, answer_fallback=self.settings.answer_fallback)
         per_problem = [
             {
                 "index": i,
