@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.lab_step_time import lab_table
 from recipe.sent.lab import build_report
 from recipe.sent.lab_config import QUICK, VARIANTS, LabConfig
 from verl_ext.config import ConfigError
@@ -105,6 +106,15 @@ def test_report_builder_on_fixture_metrics(tmp_path):
     assert rows["grpo"]["wall min"] == "1.5" and rows["sent"]["wall min"] == "1.5 (resumed)"
     assert rows["kl_cov"]["wall min"] == rows["initial model"]["wall min"] == "–"
     assert (tmp_path / "curves.png").stat().st_size > 20_000
+
+    # the lab's ratio for bench/RESULTS.md, from the same metrics and the report's header
+    table = lab_table(tmp_path)
+    assert table.startswith("Command: `python -m x`\nMachine: a test box.\nWall time: 3.0 min")
+    assert "| grpo | 10.00 | 1.000x |" in table and "| sent | 11.00 | 1.100x |" in table and "kl_cov" not in table
+    assert table.endswith("SENT vs GRPO per step in this lab: 1.100x.")
+    (tmp_path / "grpo" / "metrics.jsonl").unlink()
+    with pytest.raises(SystemExit, match="no grpo/metrics.jsonl"):
+        lab_table(tmp_path)
 
 
 # ------------------------------------------------------------------------------------------------ the quick lab
