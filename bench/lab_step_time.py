@@ -53,7 +53,7 @@ def lab_table(out: Path) -> str:
         if report.exists() else []
     sent = timings.get("sent", {}).get("timing_s/step")
     summary = f"SENT vs GRPO per step in this lab: {sent / base:.3f}x." if sent else "No sent variant in this lab."
-    return "\n\n".join(["\n".join(header), "\n".join(rows), summary]).strip()
+    return "\n\n".join([*header, "\n".join(rows), summary])
 
 
 def main() -> None:

@@ -97,7 +97,8 @@ def score_train(train_file: Path, model: Path, out: Path, cfg: LabConfig) -> Pat
 # ------------------------------------------------------------------------------------------------ one variant
 def variant_overrides(name: str, model: Path, scored: Path, eval_file: Path, out: Path, cfg: LabConfig,
                       machine: str) -> list[str]:
-    """The demo's sizes (`demo.training_overrides`), checkpoints for merge and resume, then the variant's own."""
+    """The demo's sizes (`demo.training_overrides`), checkpoints for merge and resume, `cfg.train_overrides`, then the
+    variant's own."""
     from recipe.sent.demo import training_overrides
 
     variant = VARIANTS[name]
@@ -105,6 +106,7 @@ def variant_overrides(name: str, model: Path, scored: Path, eval_file: Path, out
         *training_overrides(model, scored, out, cfg.steps, machine, preset=variant.preset, val_files=eval_file),
         f"trainer.save_freq={cfg.save_freq}", "trainer.resume_mode=auto", "trainer.max_actor_ckpt_to_keep=1",
         f"trainer.experiment_name=lab-{name}",
+        *cfg.train_overrides,  # shared scale-up; the variant's own overrides still define the variant
         *variant.overrides,
     ]
 

@@ -68,6 +68,8 @@ class LabConfig(TypedConfig):
     """every eval_every-th problem of each difficulty level is held out (never trains)"""
     last_steps: int = 4
     """the report's train reward is the mean over this many last steps"""
+    train_overrides: list[str] = field(default_factory=list)
+    """main_sent overrides for every variant, after the lab's sizes and before the variant's own, e.g. '[data.train_batch_size=64,actor_rollout_ref.rollout.n=8]' to scale up"""
     timeout_s: float = 3600.0
     """deadline of one variant's training run"""
     keep_checkpoints: bool = False
@@ -87,6 +89,9 @@ class LabConfig(TypedConfig):
                 raise ConfigError(f"{key} must be >= 1; got {getattr(self, key)}")
         if self.eval_every < 2:
             raise ConfigError("eval_every must be >= 2 (1 would hold out every problem)")
+        bad = [item for item in self.train_overrides if "=" not in item]
+        if bad:
+            raise ConfigError(f"train_overrides: each item is key=value (a main_sent override); got {bad}")
         if not self.ks or any(k < 1 or k > self.eval_samples for k in self.ks):
             raise ConfigError(f"ks must be non-empty, each k in 1..eval_samples={self.eval_samples}; got {self.ks}")
 
