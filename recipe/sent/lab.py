@@ -392,9 +392,11 @@ def describe_machine(machine: str) -> str:
                  if line.startswith("model name")]
         cpu = names[0] if names else cpu
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 if hasattr(os, "sysconf") else 0
-    parts = [f"machine={machine}", f"{cores} cores of {cpu}", f"{memory:.0f} GiB RAM", f"{platform.system()}",
-             f"torch {torch.__version__}"]
+    try:
+        memory = f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM"
+    except (AttributeError, ValueError, OSError):  # not every OS names these
+        memory = "RAM unknown"
+    parts = [f"machine={machine}", f"{cores} cores of {cpu}", memory, platform.system(), f"torch {torch.__version__}"]
     if torch.cuda.is_available():
         parts.append(f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}")
     return ", ".join(parts)
