@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bench.results import write_section
 from recipe.sent.curves import step_series
+from recipe.sent.lab import after_warm_up
 from recipe.sent.lab_config import VARIANTS
 from recipe.sent.launch import read_metrics
 
@@ -22,11 +23,11 @@ LENGTH = "response_length/mean"
 
 
 def variant_timings(metrics_file: Path) -> dict[str, float]:
-    """Mean over steps 2.. of each phase and of the response length; `steps` is how many steps were averaged."""
+    """Mean of each phase and of the response length after the warm-up step; `steps`: how many steps that is."""
     entries = read_metrics(metrics_file)
     out: dict[str, float] = {}
     for key in (*PHASES, LENGTH):
-        values = step_series(entries, key)[1][1:]
+        values = after_warm_up(step_series(entries, key)[1])
         if values:
             out[key] = statistics.fmean(values)
         if key == "timing_s/step":
@@ -40,8 +41,8 @@ def lab_table(out: Path) -> str:
         raise SystemExit(f"{out}: no grpo/metrics.jsonl, the baseline of every ratio")
     timings = {name: variant_timings(out / name / "metrics.jsonl") for name in names}
     base = timings["grpo"]["timing_s/step"]
-    rows = ["| variant | s/step | ratio vs grpo | generation | advantage (+ selection) | actor update | "
-            "response tokens (mean) | steps averaged |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [("| variant | s/step | ratio vs grpo | generation | advantage (+ selection) | actor update | "
+             "response tokens (mean) | steps averaged |"), "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name in names:
         t = timings[name]
         rows.append(f"| {name} | {t['timing_s/step']:.2f} | {t['timing_s/step'] / base:.3f}x | "

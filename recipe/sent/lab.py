@@ -192,7 +192,6 @@ def run_variant(name: str, model: Path, scored: Path, eval_file: Path, out: Path
     """Train (or resume), merge, evaluate; `done.json` last. Raises on failure."""
     from recipe.sent.launch import train
 
-    started = time.time()
     checkpoints = out / "checkpoints"
     resumed = last_checkpoint(checkpoints)
     if resumed < cfg.steps:
@@ -208,7 +207,7 @@ def run_variant(name: str, model: Path, scored: Path, eval_file: Path, out: Path
     results = evaluate(hf, model, eval_file, out / "eval", name, cfg)
     (out / "failed.json").unlink(missing_ok=True)
     metrics = results["benchmarks"][BENCHMARK]["metrics"]
-    wall_s = time.time() - started  # this invocation's share: a resumed variant's earlier part is not counted
+    wall_s = time.time() - progress.started  # this invocation's share: a resumed variant's earlier part is not counted
     (out / "done.json").write_text(json.dumps({"variant": name, "steps": cfg.steps, "eval": metrics,
                                                "wall_s": round(wall_s, 1), "resumed": resumed > 0}, indent=1))
     if not cfg.keep_checkpoints:  # after the marker: a kill in between never retrains a finished variant
@@ -236,6 +235,11 @@ def derived_metrics(entries: list[dict]) -> list[dict]:
     return out
 
 
+def after_warm_up(values: list[float]) -> list[float]:
+    """A run's per-step values without step 1, which includes the workers' warm-up (unless it is the only one)."""
+    return values[1:] or values
+
+
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -260,8 +264,7 @@ def variant_summary(entries: list[dict], last_steps: int) -> dict:
         "clipfrac": _mean(series("actor/pg_clipfrac")),
         "penalised": _mean(series("lab/penalised_frac")),
         "kl_term": _mean(series("lab/kl_term")),
-        # the first step includes the workers' warm-up
-        "s_per_step": _mean(step_times[1:] or step_times),
+        "s_per_step": _mean(after_warm_up(step_times)),
     }
 
 
@@ -354,7 +357,7 @@ def run_lab(cfg: LabConfig, command: str = "") -> Path:
     except Exception as failure:  # noqa: BLE001 - the report says "not evaluated"; the variants still run
         print(f"  baseline evaluation FAILED: {str(failure).splitlines()[0]}", flush=True)
 
-    finished_before = {name for name in cfg.variants if (out / name / "done.json").exists()}
+    finished_before = [name for name in cfg.variants if (out / name / "done.json").exists()]
     progress = Progress(cfg.variants, cfg.steps)
     for index, name in enumerate(cfg.variants):
         variant_out = out / name
@@ -371,9 +374,9 @@ def run_lab(cfg: LabConfig, command: str = "") -> Path:
             print(f"  FAILED: {str(failure).splitlines()[0]}", flush=True)
         progress.finish()
 
-    skipped = [name for name in cfg.variants if name in finished_before]
     wall = f"Wall time: {(time.time() - started) / 60:.1f} min for this invocation"
-    wall += f" (finished earlier, not counted: {', '.join(skipped)})." if skipped else " (every variant ran in it)."
+    wall += (f" (finished earlier, not counted: {', '.join(finished_before)})." if finished_before
+             else " (every variant ran in it).")
     run_info = (f"Machine: {describe_machine(machine)}.", "", wall)
     report = build_report(out, cfg.variants, cfg.ks, cfg.last_steps, command, run_info)
     print(f"\nDone in {time.time() - started:.0f} s.\n  report {report}\n  curves {out / 'curves.png'}")
