@@ -137,21 +137,9 @@ def _lab(out: Path, cache: Path) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def _step_logged(metrics_file: Path, step: int) -> bool:
-    for line in metrics_file.read_text().splitlines() if metrics_file.exists() else []:
-        try:
-            if json.loads(line)["step"] == step:
-                return True
-        except ValueError:  # a line still being written
-            continue
-    return False
-
-
 def _kill_after_first_checkpoint(proc: subprocess.Popen, checkpoint_marker: Path, killed: threading.Event) -> None:
-    # verl saves a step's checkpoint before it logs the step's metrics: wait for both, or step 1's metrics may be lost
     while proc.poll() is None:
-        if (checkpoint_marker.exists() and checkpoint_marker.read_text().strip() == "1"
-                and _step_logged(checkpoint_marker.parents[1] / "metrics.jsonl", 1)):
+        if checkpoint_marker.exists() and checkpoint_marker.read_text().strip() == "1":
             os.killpg(proc.pid, signal.SIGTERM)  # the whole lab process group, as Ctrl-C or a scheduler would
             killed.set()
             return
