@@ -1,6 +1,6 @@
 """The SENT lab (`python -m recipe.sent.lab`): its config, the report builder on fixture metrics, and the `quick=true`
-lab end to end (tiny model, grpo and sent, 2 steps: training -> merge -> eval -> report), killed inside its second
-variant after the first checkpoint and re-run with the same command (the finished variant is skipped, the other
+lab end to end (tiny model, grpo and sent, 2 steps: training -> merge -> eval -> report), stopped inside its second
+variant after its first step and re-run with the same command (the finished variant is skipped, the other
 resumes at step 2)."""
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from bench.lab_step_time import lab_table
 from recipe.sent.lab import build_report, variant_overrides
 from recipe.sent.lab_config import QUICK, VARIANTS, LabConfig
+from recipe.sent.launch import is_alive, session_processes
 from verl_ext.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,27 +139,48 @@ def _lab(out: Path, cache: Path) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def _kill_after_first_checkpoint(proc: subprocess.Popen, checkpoint_marker: Path, killed: threading.Event) -> None:
-    while proc.poll() is None:
-        if checkpoint_marker.exists() and checkpoint_marker.read_text().strip() == "1":
-            os.killpg(proc.pid, signal.SIGTERM)  # the whole lab process group, as Ctrl-C or a scheduler would
-            killed.set()
+def _step_logged(metrics_file: Path, step: int) -> bool:
+    for line in metrics_file.read_text().splitlines() if metrics_file.exists() else []:
+        try:
+            if json.loads(line)["step"] == step:
+                return True
+        except ValueError:  # a line still being written
+            continue
+    return False
+
+
+def _stop_sent_after_step_1(lab: subprocess.Popen, out: Path, stopped: dict) -> None:
+    """Once `sent` has checkpointed and logged step 1 (verl saves before it logs), freeze its training where it stands
+    and SIGTERM the lab, as Ctrl-C or a scheduler would. The freeze lands the stop between steps 1 and 2 on any
+    machine; without it a fast one finishes step 2 while the lab shuts the training down."""
+    marker = out / "sent" / "checkpoints" / "latest_checkpointed_iteration.txt"
+    while lab.poll() is None:
+        if marker.exists() and marker.read_text().strip() == "1" and _step_logged(out / "sent" / "metrics.jsonl", 1):
+            training = next(child for child in psutil.Process(lab.pid).children()
+                            if "recipe.sent.main_sent" in child.cmdline())
+            frozen = session_processes(training.pid)
+            for process in frozen:
+                process.suspend()
+            stopped["training"] = frozen
+            os.killpg(lab.pid, signal.SIGTERM)
             return
         time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
 def quick_lab(tmp_path_factory):
-    """The quick lab, SIGTERM'd once `sent` saved its step-1 checkpoint, then re-run to the end."""
+    """The quick lab, stopped once `sent` saved and logged step 1, then re-run to the end."""
     root = tmp_path_factory.mktemp("lab")
     out, cache = root / "out", root / "cache"
     started = time.time()
     first = _lab(out, cache)
-    killed = threading.Event()
-    threading.Thread(target=_kill_after_first_checkpoint, daemon=True,
-                     args=(first, out / "sent" / "checkpoints" / "latest_checkpointed_iteration.txt", killed)).start()
+    stopped: dict = {}
+    threading.Thread(target=_stop_sent_after_step_1, args=(first, out, stopped), daemon=True).start()
     first_log, _ = first.communicate(timeout=900)
-    assert killed.is_set(), f"the lab ended before sent's first checkpoint:\n{first_log[-4000:]}"
+    assert "training" in stopped, f"the lab ended before sent's first checkpoint:\n{first_log[-4000:]}"
+    # the lab took its training's whole session down: Ray workers sit in process groups of their own
+    assert [process.pid for process in stopped["training"] if is_alive(process)] == []
+    assert (out / "sent" / "checkpoints" / "latest_checkpointed_iteration.txt").read_text().strip() == "1"
     grpo_done_mtime = (out / "grpo" / "done.json").stat().st_mtime_ns
     assert not (out / "sent" / "done.json").exists()
     second = _lab(out, cache)

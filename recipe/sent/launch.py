@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parents[2]
 STEP_LINE = re.compile(r"\bstep:(\d+) - ")
 EARLIER_METRICS = "metrics.earlier.jsonl"  # steps of interrupted runs while a resumed one runs (keep_metrics)
@@ -49,9 +51,11 @@ def train(overrides: list[str], out_dir: str | Path, *, timeout_s: float, total_
           echo=print, env: dict[str, str] | None = None, keep_metrics: bool = False,
           on_step: Callable[[int, float], None] | None = None) -> TrainingRun:
     """Train with `overrides`; `metrics.jsonl`, `train.log` land in `out_dir`. Raises TrainingFailed on a non-zero exit
-    or when `timeout_s` passes (the whole process group is killed: vLLM and Ray children included; also when this
-    process is interrupted). `keep_metrics`: a resumed run keeps the steps an earlier run logged in `metrics.jsonl`
-    (verl's file logger truncates the file). `on_step(step, seconds)` is called as each step finishes."""
+    or when `timeout_s` passes (every process of the training's session is killed, Ray's workers and vLLM included;
+    also when this process is interrupted). `keep_metrics`: a resumed run keeps the steps an earlier run logged in
+    `metrics.jsonl` (verl's file logger truncates the file); a step checkpointed but killed before verl logged it has
+    no line, since verl saves a step's checkpoint before it logs the step. `on_step(step, seconds)` is called as each
+    step finishes."""
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     log, metrics_file = out_dir / "train.log", out_dir / "metrics.jsonl"
@@ -84,7 +88,7 @@ def train(overrides: list[str], out_dir: str | Path, *, timeout_s: float, total_
             proc.wait()
         except BaseException:
             # Ctrl-C or SIGTERM of this process: the child has its own session, so it would outlive us
-            _kill_group(proc)
+            kill_session(proc)
             raise
         finally:
             if keep_metrics:
@@ -118,14 +122,14 @@ def _join_metrics(earlier: Path, metrics_file: Path) -> None:
 
 
 def _watch_deadline(proc: subprocess.Popen, deadline: float) -> threading.Event:
-    """Kill `proc`'s process group once `deadline` passes; the returned event says whether it did."""
+    """Kill `proc`'s session once `deadline` passes; the returned event says whether it did."""
     fired = threading.Event()
 
     def watch():
         while proc.poll() is None:
             if time.time() > deadline:
                 fired.set()
-                _kill_group(proc)
+                kill_session(proc)
                 return
             time.sleep(1)
 
@@ -133,16 +137,47 @@ def _watch_deadline(proc: subprocess.Popen, deadline: float) -> threading.Event:
     return fired
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def kill_session(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM every process in `proc`'s session, SIGKILL what is left after `grace_s`. The session, not the process
+    group: Ray puts each worker (the TaskRunner that runs the training loop, vLLM, FSDP) in a group of its own, and
+    they outlive verl's driver by seconds, long enough to finish and checkpoint another step after a kill."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
+        others = [process for process in session_processes(proc.pid) if process.pid != proc.pid]
+        for process in others:
+            try:
+                process.send_signal(sig)
+            except psutil.Error:  # gone already
+                pass
+        proc.send_signal(sig)  # our child: Popen, not psutil, waits for it (and never signals a reaped pid)
+        deadline = time.time() + grace_s
         try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=20)
-            return
-        except ProcessLookupError:
-            return
+            proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             continue
+        while any(is_alive(process) for process in others) and time.time() < deadline:
+            time.sleep(0.1)
+        if not any(is_alive(process) for process in others):
+            return
+
+
+def session_processes(sid: int) -> list[psutil.Process]:
+    """The processes of session `sid` (a child started with `start_new_session=True` leads one: pid == sid)."""
+    found = []
+    for pid in psutil.pids():
+        try:
+            if os.getsid(pid) == sid:
+                found.append(psutil.Process(pid))
+        except (OSError, psutil.Error):  # exited meanwhile
+            continue
+    return found
+
+
+def is_alive(process: psutil.Process) -> bool:
+    """Running, and not a zombie (a killed Ray worker stays one until its adopter reaps it)."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _error_tail(log: Path, lines: int = 40) -> str:
