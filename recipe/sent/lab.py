@@ -406,7 +406,7 @@ def describe_machine(machine: str) -> str:
 
 
 def _terminate(signum, frame):
-    # as Ctrl-C: unwinds through launch.train, which takes the training process group down with it
+    # as Ctrl-C: unwinds through launch.train, which takes the training's whole session down with it
     raise KeyboardInterrupt(f"signal {signum}")
 
 

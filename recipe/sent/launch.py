@@ -150,14 +150,10 @@ def kill_session(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
                 pass
         proc.send_signal(sig)  # our child: Popen, not psutil, waits for it (and never signals a reaped pid)
         deadline = time.time() + grace_s
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            continue
-        while any(is_alive(process) for process in others) and time.time() < deadline:
+        while time.time() < deadline:
+            if proc.poll() is not None and not any(is_alive(process) for process in others):
+                return
             time.sleep(0.1)
-        if not any(is_alive(process) for process in others):
-            return
 
 
 def session_processes(sid: int) -> list[psutil.Process]:
