@@ -1,10 +1,14 @@
-"""The typed configs (ScoringConfig, EvalConfig, CurriculumConfig): every misspelt key, wrong type, missing value and
-disallowed choice is an error naming the key; defaults live once (in the dataclasses; YAML only overrides or is
-checked here); the README's knob tables are the dataclasses' fields; launcher children get the typed config."""
+"""The typed configs (ScoringConfig, EvalConfig, CurriculumConfig, LabConfig): every misspelt key (Hydra's `+key=`
+and `++key=` too), wrong type, missing value, disallowed choice and model path that does not exist is an error naming
+the key; defaults live once (in the dataclasses; YAML only overrides or is checked here); the README's knob tables are
+the dataclasses' fields; launcher children get the typed config."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,7 @@ from omegaconf import OmegaConf
 from verl_ext.config import ConfigError
 from verl_ext.curriculum import CurriculumConfig
 from verl_ext.eval.config import EvalConfig
+from verl_ext.model_path import check_model_path
 from verl_ext.semantic_entropy.config import ModelConfig, ScoringConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -182,3 +187,82 @@ def test_every_knob_is_documented(cls):
 def test_a_value_where_a_section_belongs_is_named():
     with pytest.raises(ConfigError, match=r"summary\.stages is a section \(num_stages, stage_boundaries\); got 3"):
         ScoringConfig.from_config(_scoring(summary={"stages": 3}))
+
+
+# ------------------------------------------------------------------------ through the entry points' own Hydra CLI
+def _cli(module: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", module, *overrides], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def _one_error_line(run: subprocess.CompletedProcess) -> str:
+    """The job's whole complaint: exit code 2 and a single stderr line (no traceback)."""
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 2 and len(lines) == 1, f"rc={run.returncode}\n{run.stderr[-3000:]}"
+    return lines[0]
+
+
+SCORING_ARGS = ["input_files=in.parquet", "output_dir=out", "model.path=m"]
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "override", "named"),
+    [
+        ("verl_ext.semantic_entropy", SCORING_ARGS, "+sampling.nn=3", "sampling.nn (sampling has: n, temperature"),
+        ("verl_ext.semantic_entropy", SCORING_ARGS, "++sampling.nn=3", "sampling.nn (sampling has: n, temperature"),
+        ("verl_ext.semantic_entropy", SCORING_ARGS, "+clustering.unparsable=shared", "clustering.unparsable (clustering has"),
+        ("verl_ext.semantic_entropy", SCORING_ARGS, "+samplng.n=3", "samplng (ScoringConfig has: input_files"),
+        ("verl_ext.eval", ["model.path=m"], "+sampling.nn=3", "sampling.nn (sampling has: n, temperature"),
+        ("verl_ext.eval", ["model.path=m"], "+verify.timeout=3", "verify.timeout (verify has: num_workers"),
+        ("recipe.sent.lab", [], "+stepz=3", "stepz (LabConfig has: out, model"),
+    ],
+)
+def test_hydra_add_syntax_is_rejected_by_name(module, args, override, named, tmp_path):
+    """`+key=value` adds a key to the schema-typed node; before the check it was kept silently (`sampling.nn=3`
+    without the `+` was already refused by Hydra itself, next test)."""
+    line = _one_error_line(_cli(module, *args, override, cwd=tmp_path))
+    assert line.startswith(f"error: unknown config key {named}"), line
+    assert not any(tmp_path.iterdir()), "nothing may run (or write) on a rejected config"
+
+
+@pytest.mark.parametrize("module, args", [("verl_ext.semantic_entropy", SCORING_ARGS), ("verl_ext.eval", ["model.path=m"])])
+def test_plain_unknown_key_is_rejected_by_hydra_naming_it(module, args, tmp_path):
+    run = _cli(module, *args, "sampling.nn=3", cwd=tmp_path)
+    assert run.returncode == 1 and "Could not override 'sampling.nn'" in run.stderr, run.stderr[-3000:]
+
+
+def test_hydra_add_syntax_is_rejected_in_the_curriculum_block(recipe_config):
+    """`data.curriculum` as `main_sent`'s CLI composes it (Hydra's own override parser), read as the dataset reads it."""
+    from recipe.sent.curriculum_dataset import curriculum_config
+
+    assert curriculum_config(recipe_config(["data.curriculum.num_stages=3"]).data).num_stages == 3
+    with pytest.raises(ConfigError, match=r"^unknown config key data\.curriculum\.num_stage .*did you mean "
+                                          r"data\.curriculum\.num_stages"):
+        curriculum_config(recipe_config(["+data.curriculum.num_stage=3"]).data)
+
+
+# ------------------------------------------------------------------------------------------------ model paths
+@pytest.mark.parametrize(
+    ("module", "args", "named"),
+    [
+        ("verl_ext.semantic_entropy", ["input_files=in.parquet", "output_dir=out", "model.path=/nonexistent/model"],
+         "model.path=/nonexistent/model"),
+        ("verl_ext.semantic_entropy", ["input_files=in.parquet", "output_dir=out", "backend=openai",
+                                       "model.path=Qwen/Qwen2.5-7B", "model.tokenizer_path=/nonexistent/tok"],
+         "model.tokenizer_path=/nonexistent/tok"),
+        ("verl_ext.eval", ["model.path=/nonexistent/model"], "model.path=/nonexistent/model"),
+    ],
+)
+def test_a_missing_model_is_one_line_naming_key_and_path(module, args, named, tmp_path):
+    """Before: a Hugging Face "Repo id must be in the form ..." traceback (scoring: after reading the inputs)."""
+    line = _one_error_line(_cli(module, *args, cwd=tmp_path))
+    assert line == f"error: {named}: no such model folder (and not a hub id like 'Qwen/Qwen2.5-7B')", line
+
+
+def test_model_path_check_accepts_folders_and_hub_ids(tmp_path):
+    for ok in (str(tmp_path), "Qwen/Qwen2.5-Math-7B", "org/name-1.5B", None, ""):
+        check_model_path("model.path", ok)
+    for bad in (str(tmp_path / "missing"), "missing-folder", "a/b/c"):
+        with pytest.raises(ConfigError, match=rf"^model\.path={bad}: no such model folder"):
+            check_model_path("model.path", bad)

@@ -111,8 +111,14 @@ def _as_omegaconf(source: Any) -> DictConfig:
 
 
 def _check_sections(cls: type, node: Any, prefix: str) -> None:
-    """A nested config given as a plain value (``model=x``) is an error naming the key (OmegaConf's merge error does
-    not say which)."""
+    """An unknown key, or a nested config given as a plain value (``model=x``), is an error naming the key.
+
+    OmegaConf's merge rejects an unknown key only where the user's node is untyped: Hydra's ``+key=value`` adds one
+    to a node typed by the schema, and merging that node keeps the key (``to_object`` even sets it as an attribute)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in node:
+        if key not in names:
+            raise ConfigError(_unknown_message(cls, prefix, str(key)))
     for f in dataclasses.fields(cls):
         nested = _nested_type(cls, f)
         if nested is None or f.name not in node:
@@ -135,11 +141,18 @@ def _unknown_key_message(cls: type, prefix: str, err: Exception) -> str:
         node = _nested_type(node, hints[part]) if part in hints else None
         if node is None:
             break
-    known = [f.name for f in dataclasses.fields(node)] if node is not None else []
+    if node is None:
+        return f"unknown config key {prefix}{full_key}"
+    return _unknown_message(node, f"{prefix}{parent}." if parent else prefix, name)
+
+
+def _unknown_message(owner: type, path: str, name: str) -> str:
+    """``unknown config key <path><name> (<where> has: <fields>); did you mean ...?``; ``path`` ends with a dot."""
+    known = [f.name for f in dataclasses.fields(owner)]
     close = difflib.get_close_matches(name, known, n=3)
-    hint = f"; did you mean {', '.join(prefix + (parent + '.' if parent else '') + c for c in close)}?" if close else ""
-    where = f"{prefix}{parent}" if parent else (prefix[:-1] or cls.__name__)
-    return f"unknown config key {prefix}{full_key!s} ({where} has: {', '.join(known)}){hint}"
+    hint = f"; did you mean {', '.join(path + c for c in close)}?" if close else ""
+    where = path[:-1] or owner.__name__
+    return f"unknown config key {path}{name} ({where} has: {', '.join(known)}){hint}"
 
 
 def _nested_type(owner: type, f: dataclasses.Field) -> type | None:

@@ -9,7 +9,6 @@ verl's PPO (`run_ppo`) with `configs/sent_trainer.yaml`, whose search path inclu
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import hydra
@@ -20,9 +19,10 @@ from verl.utils.config import validate_config
 from verl.utils.device import auto_set_device
 from verl.utils.import_utils import import_external_libs
 
+from verl_ext.config import ConfigError
+from verl_ext.model_path import check_model_path as check_path
+
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
-# "org/name": a model hub id, resolved by the workers; anything else must be a local folder.
-HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 class SentTaskRunner(TaskRunnerV1.__ray_actor_class__):
@@ -48,10 +48,11 @@ def export_worker_environment(config) -> None:
 def check_model_path(config) -> None:
     """Fail before Ray starts on a model path that cannot load (the workers would fail one by one, or hang)."""
     model = config.actor_rollout_ref.model
-    for key, path in (("path", model.path), ("tokenizer_path", model.tokenizer_path)):
-        if path and not Path(path).expanduser().exists() and not HUB_ID.match(str(path)):
-            raise SystemExit(f"actor_rollout_ref.model.{key}={path}: no such model folder (and not a hub id like "
-                             "'Qwen/Qwen2.5-7B')")
+    try:
+        for key in ("path", "tokenizer_path"):
+            check_path(f"actor_rollout_ref.model.{key}", model[key])
+    except ConfigError as err:
+        raise SystemExit(str(err)) from None
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="sent_trainer", version_base=None)

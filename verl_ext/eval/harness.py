@@ -172,6 +172,7 @@ class EvalRun:
     def run(self) -> Path:
         from tqdm import tqdm
 
+        self.cfg.model.check_paths(weights=self.cfg.backend == "vllm" and self._owns_backend)
         self.out.mkdir(parents=True, exist_ok=True)
         for bench in self.benchmarks:  # fail before any generation when a file is missing
             self.benchmark_file(bench)

@@ -13,6 +13,7 @@ from typing import Any
 
 from verl_ext.config import MISSING, ConfigError, TypedConfig, one_of
 from verl_ext.curriculum import StagesConfig
+from verl_ext.model_path import check_model_path
 from verl_ext.semantic_entropy.answers import ANSWER_FALLBACKS
 
 BACKENDS = ("vllm", "openai")
@@ -36,6 +37,13 @@ class ModelConfig(TypedConfig):
     @property
     def tokenizer(self) -> str:
         return self.tokenizer_path or self.path
+
+    def check_paths(self, weights: bool = True) -> None:
+        """Fail at start, naming the key, on a path that cannot load: the tokenizer's always, the weights' when this
+        process loads them (``weights``; an ``openai`` server loads its own)."""
+        check_model_path("model.tokenizer_path" if self.tokenizer_path else "model.path", self.tokenizer)
+        if weights:
+            check_model_path("model.path", self.path)
 
 
 @dataclass

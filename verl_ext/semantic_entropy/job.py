@@ -310,6 +310,8 @@ def run_job(cfg: ScoringConfig | Any, backend=None) -> JobResult:
     (``data_parallel_backend``), then merged here.
     """
     cfg = ScoringConfig.from_config(cfg)
+    if not cfg.merge_only:
+        cfg.model.check_paths(weights=cfg.backend == "vllm" and backend is None)
     if cfg.data_parallel_size > 1 and cfg.world_size == 1 and backend is None:
         from .parallel import run_data_parallel, run_ray_data_parallel
 
