@@ -1,13 +1,14 @@
 # One command each for the two things a fresh machine needs (see README):
 #   make demo   set up .venv (when missing) and run the main job on embedded defaults (trains SENT on the CPU)
 #   make test   set up .venv (when missing) and run the whole test suite
+#   make gpu-check   on a GPU node after installing: versions, loss/selection on the GPU, 2 tiny training steps
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test demo bench clean-venv
+.PHONY: setup test demo bench clean-venv gpu-check
 
 setup: $(STAMP)
 
@@ -34,6 +35,13 @@ bench: $(STAMP)
 	$(PY) -m bench.bench_clustering --write
 	VLLM_CPU_KVCACHE_SPACE=1 $(PY) -m bench.bench_scoring_overhead --prompts 192 --write
 	$(PY) -m bench.bench_train_step --write
+
+# The python that has the project installed: .venv's when `make setup` built it, else the active one (a cluster's
+# `pip install -e '.[gpu]'`); CHECK_PY=... picks another. Never builds .venv: that is the CPU install.
+CHECK_PY ?= $(if $(wildcard $(STAMP)),$(PY),python3)
+
+gpu-check:
+	$(CHECK_PY) -m recipe.sent.gpu_check $(GPU_CHECK_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -8,6 +8,7 @@ verl's PPO (`run_ppo`) with `configs/sent_trainer.yaml`, whose search path inclu
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -22,7 +23,10 @@ from verl.utils.import_utils import import_external_libs
 from verl_ext.config import ConfigError
 from verl_ext.model_path import check_model_path as check_path
 
+from recipe.sent.attention import apply_attention_choice
+
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+log = logging.getLogger(__name__)
 
 
 class SentTaskRunner(TaskRunnerV1.__ray_actor_class__):
@@ -57,6 +61,7 @@ def check_model_path(config) -> None:
 
 @hydra.main(config_path=CONFIG_DIR, config_name="sent_trainer", version_base=None)
 def main(config) -> None:
+    log.info(apply_attention_choice(config))  # flash-attn is optional: sdpa without it, said in one line
     check_model_path(config)
     export_worker_environment(config)
     auto_set_device(config)

@@ -1,11 +1,25 @@
 """Synthetic tensors with the statistics of a GRPO math rollout, in the layout verl's FSDP engine hands a loss
-function (nested tensors in a TensorDict). Used by the benchmarks and the demo; tests build their own."""
+function (nested tensors in a TensorDict), and an actor config to call the loss with. Used by the benchmarks, the
+demo and `make gpu-check`; tests build their own."""
 
 from __future__ import annotations
 
 import torch
+from omegaconf import OmegaConf
 from tensordict import TensorDict
 from verl.utils import tensordict_utils as tu
+from verl.utils.config import omega_conf_to_dataclass
+
+
+def actor_config(**policy_loss):
+    """verl's FSDPActorConfig with SENT's policy-loss config and the given policy-loss fields (any `loss_mode`)."""
+    base = {
+        "_target_": "verl.workers.config.FSDPActorConfig", "strategy": "fsdp2", "ppo_mini_batch_size": 8,
+        "ppo_micro_batch_size_per_gpu": 8, "rollout_n": 1, "use_kl_loss": True, "kl_loss_coef": 0.001,
+        "kl_loss_type": "low_var_kl", "loss_agg_mode": "token-mean", "clip_ratio": 0.2,
+        "policy_loss": {"_target_": "recipe.sent.config.SentPolicyLossConfig", **policy_loss},
+    }
+    return omega_conf_to_dataclass(OmegaConf.create(base))
 
 
 def rollout_like(rows: int, cols: int, seed: int = 0, prompt_len: int = 16):
@@ -44,3 +58,12 @@ def engine_inputs(rows: int, cols: int, seed: int = 0):
     values = torch.cat(seqs)
     offsets = torch.tensor([0] + [p + int(n) for n in lengths]).cumsum(0)
     return td, values, offsets
+
+
+def as_bf16(td: TensorDict, values: torch.Tensor) -> tuple[TensorDict, torch.Tensor]:
+    """What a bf16 model hands over: entropies and log-probs rounded to bf16 (many exact ties), stored in float32 as
+    verl stores them; the model's log-probs in bf16."""
+    td = td.clone()
+    for key in ("entropy", "old_log_probs", "ref_log_prob"):
+        td[key] = td[key].bfloat16().float()  # elementwise: the nested layout (and its ragged size) is kept
+    return td, values.bfloat16()
