@@ -20,7 +20,7 @@ import pandas as pd
 
 from bench.results import write_section
 from recipe.sent.curves import step_series
-from recipe.sent.demo import smollm2_hf_dir, tiny_model_dir, training_overrides
+from recipe.sent.runs import smollm2_hf_dir, tiny_model_dir, training_overrides
 from recipe.sent.demo_data import demo_rows
 from recipe.sent.launch import train
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.results import write_section
 from recipe.sent.curves import step_series
-from recipe.sent.lab import after_warm_up
+from recipe.sent.lab_report import after_warm_up
 from recipe.sent.lab_config import VARIANTS
 from recipe.sent.launch import read_metrics
 

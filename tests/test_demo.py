@@ -46,7 +46,7 @@ def test_demo_scores_builds_the_curriculum_and_trains(tmp_path):
 def test_default_model_converts_from_the_bundled_gguf(tmp_path):
     from transformers import AutoConfig
 
-    from recipe.sent.demo import smollm2_hf_dir
+    from recipe.sent.runs import smollm2_hf_dir
 
     folder = smollm2_hf_dir(tmp_path)
     assert AutoConfig.from_pretrained(folder).model_type == "llama"

@@ -18,7 +18,8 @@ import psutil
 import pytest
 
 from bench.lab_step_time import lab_table
-from recipe.sent.lab import build_report, variant_overrides
+from recipe.sent.lab import variant_overrides
+from recipe.sent.lab_report import build_report
 from recipe.sent.lab_config import QUICK, VARIANTS, LabConfig
 from recipe.sent.launch import is_alive, session_processes
 from verl_ext.config import ConfigError
@@ -65,7 +66,8 @@ def _metrics(entropy: list[float], stage: list[int] | None, seconds: float, sent
     lines = []
     for step, value in enumerate(entropy, start=1):
         data = {"training/global_step": step, "actor/entropy": value, "critic/score/mean": -1 + 0.1 * step,
-                "actor/pg_clipfrac": 0.01, "timing_s/step": seconds, "actor/kl_loss": 0.5, "actor/kl_coef": 0.001}
+                "actor/pg_clipfrac": 0.01, "timing_s/step": seconds, "actor/kl_loss": 0.5, "actor/kl_coef": 0.001,
+                "semantic_entropy/mean": 2 * value, "semantic_entropy/agree_frac": 0.25 * step}
         if stage:
             data["curriculum/stage"] = stage[step - 1]
         if sent:
@@ -113,6 +115,9 @@ def test_report_builder_on_fixture_metrics(tmp_path):
     assert rows["grpo"]["token entropy, mean: start → end"] == "1.000 → 0.500 (-50%)"
     assert rows["sent"]["entropy p50: start → end"] == "0.500 → 0.450 (-10%)"
     assert rows["grpo"]["entropy p50: start → end"] == "–"
+    assert rows["grpo"]["semantic entropy, mean: start → end"] == "2.000 → 1.000 (-50%)"
+    assert rows["sent"]["all agree: start → end"] == "0.250 → 1.000 (+300%)"
+    assert rows["initial model"]["semantic entropy, mean: start → end"] == "–"
     assert rows["sent"]["held-out pass@2"] == "35.0"
     assert rows["grpo"]["train reward (last 2)"] == f"{(-0.7 - 0.6) / 2:.3f}"
     assert rows["sent"]["penalised frac"] == "0.800" and rows["grpo"]["penalised frac"] == "–"
@@ -205,6 +210,7 @@ def test_quick_lab_trains_merges_evaluates_and_reports(quick_lab):
         assert row["pass@1"] <= row["pass@2"] <= row["pass@4"]
     for name in ("grpo", "sent"):
         assert "→" in rows[name]["token entropy, mean: start → end"]
+        assert "→" in rows[name]["semantic entropy, mean: start → end"]  # logged by every preset
         assert float(rows[name]["s/step"]) > 0 and rows[name]["steps"] == "2"
         assert (out / name / "hf" / "config.json").exists() and not (out / name / "checkpoints").exists()
         results = json.loads((out / name / "eval" / "results.json").read_text())

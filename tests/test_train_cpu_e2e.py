@@ -8,6 +8,7 @@ gradient and KL term exactly 0. The reward here (`digit_share_reward`) gives var
 
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 import sys
@@ -44,6 +45,22 @@ def train_steps(run) -> dict[int, dict]:
 
 def prompts_served(out: Path, step: int) -> list[str]:
     return sorted(pd.read_json(out / "rollouts" / f"{step}.jsonl", lines=True)["input"])
+
+
+def assert_semantic_entropy_metrics(out: Path, step: int, m: dict, answers: int = 2) -> None:
+    """`semantic_entropy/*` is logged, in range, and equals the scoring job's clustering of the responses verl dumped
+    for that step (`trainer.rollout_data_dir`), grouped by prompt."""
+    from verl_ext.semantic_entropy import MathVerifyPool
+    from verl_ext.semantic_entropy.rollout_groups import group_responses, rollout_se_stats
+
+    assert 0.0 <= m["semantic_entropy/p50"] <= math.log(answers) + 1e-9
+    assert 0.0 <= m["semantic_entropy/mean"] <= math.log(answers) + 1e-9
+    assert 0.0 <= m["semantic_entropy/agree_frac"] <= 1.0
+    assert 0.0 < m["timing_s/semantic_entropy"] < m["timing_s/step"]
+    dumped = pd.read_json(out / "rollouts" / f"{step}.jsonl", lines=True)
+    groups = group_responses([key.rsplit("_", 2)[0] for key in dumped["uid"]], list(dumped["output"]))
+    expected = rollout_se_stats(groups, pool=MathVerifyPool(num_workers=0))
+    assert {key: m[f"semantic_entropy/{key}"] for key in expected} == pytest.approx(expected)
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +148,7 @@ def test_other_presets_train_one_step(workdir, tiny_model, preset, own_metrics, 
     step = train_steps(run)[1]
     assert [key for key in own_metrics if key not in step] == []
     assert [key for key in absent if key in step] == []
+    assert_semantic_entropy_metrics(out, 1, step)  # every preset, grpo included
 
 
 def test_two_data_parallel_ranks_receive_the_global_selection(workdir, tiny_model):

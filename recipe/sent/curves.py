@@ -9,6 +9,7 @@ PANELS = [
     ("mean reward", [("critic/score/mean", "reward")]),
     ("token entropy (old policy)", [("sent/entropy_p10", "p10"), ("sent/entropy_p50", "p50"),
                                     ("sent/entropy_p90", "p90")]),
+    ("semantic entropy of the rollout groups", [("semantic_entropy/mean", "mean"), ("semantic_entropy/p50", "p50")]),
     ("penalised fraction of tokens", [("sent/penalised_frac", "penalised")]),
     ("KL term added to the loss", [("actor/sent/kl_term", "actor/sent/kl_term")]),
     ("curriculum stage", [("curriculum/stage", "stage")]),

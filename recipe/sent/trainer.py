@@ -1,26 +1,39 @@
-"""`sent_sync`: verl's synchronous V1 trainer with SENT's actor loss, step-level token selection and
-curriculum metrics.
+"""`sent_sync`: verl's synchronous V1 trainer with SENT's actor loss, step-level token selection, curriculum
+metrics and the semantic entropy of every step's rollout groups.
 
 Select with `trainer.v1.trainer_mode=sent_sync` (the recipe config does). With any other
 `policy_loss.loss_mode` it behaves exactly like verl's `sync` trainer, so the `grpo`, `kl_cov` and
-`clip_cov` presets run through the same entry point.
+`clip_cov` presets run through the same entry point; `semantic_entropy/*` is logged in every preset.
 """
 
 from __future__ import annotations
 
+import atexit
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 
 import transfer_queue as tq
 from omegaconf import DictConfig
 from tensordict import TensorDict
 from verl.trainer.ppo.v1 import PPOTrainerSync, register_trainer
+from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 from verl.utils.config import omega_conf_to_dataclass
 
 from recipe.sent.curriculum_dataset import STAGE_FIELD, curriculum_step_metrics
 from recipe.sent.losses import sent_actor_loss
 from recipe.sent.selection import STEP_FIELDS, step_sent_beta
+from verl_ext.semantic_entropy.clustering import MathVerifyPool
+from verl_ext.semantic_entropy.config import ClusteringConfig
+from verl_ext.semantic_entropy.rollout_groups import group_responses, rollout_se_stats
 
 TRAINER_MODE = "sent_sync"
+# verl switches its V1 trainer's behaviour on the mode's *name* ("sync" vs anything else: the async replay buffer,
+# one-prompt dataloader fetches, prompts persisted in TransferQueue, its checkpoint); we are the sync trainer
+VERL_MODE = "sync"
+SE_CONFIG_KEY = "semantic_entropy_metrics"
+SE_PREFIX = "semantic_entropy/"
+SE_TIMING = "semantic_entropy"  # timing_s/semantic_entropy: what the metric adds to the step on the trainer's thread
 
 
 def sent_loss_enabled(config: DictConfig) -> bool:
@@ -37,14 +50,67 @@ def prompt_batch_curriculum_metrics(batch: TensorDict) -> dict[str, float]:
     return curriculum_step_metrics(stages, scores)
 
 
+class RolloutSemanticEntropy:
+    """`semantic_entropy/{mean,p50,agree_frac}` of a step's rollout groups: `start` decodes the responses (as verl's
+    reward manager does) and hands them to a background thread that clusters them with the scoring job's code in a
+    `MathVerifyPool` (worker processes, a deadline per call) while the step goes on; `collect` waits for it."""
+
+    def __init__(self, config: DictConfig, tokenizer):
+        clustering = {key: value for key, value in (config.get("clustering") or {}).items() if value is not None}
+        self.clustering = ClusteringConfig.from_config(clustering, where=SE_CONFIG_KEY)
+        self.tokenizer = tokenizer
+        # started now: the workers import math-verify while the model loads
+        self.pool = MathVerifyPool(num_workers=self.clustering.num_workers, timeout_s=self.clustering.timeout_s)
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="semantic_entropy")
+        self._pending: Future | None = None
+        self._seconds = 0.0
+        atexit.register(self.close)
+
+    def start(self, batch) -> None:
+        began = time.perf_counter()
+        keys = [key for key, tag in zip(batch.keys, batch.tags) if not tag.get("is_padding", False)]
+        data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=["uid", "responses"])
+        # one row per trajectory, its generated tokens only (TransferQueue keeps them jagged)
+        texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in data["responses"].unbind()]
+        groups = group_responses([str(uid) for uid in data.pop("uid").tolist()], texts)  # as verl's rollout dump
+        self._pending = self._thread.submit(rollout_se_stats, groups, pool=self.pool,
+                                            unparseable=self.clustering.unparseable,
+                                            answer_fallback=self.clustering.answer_fallback)
+        self._seconds = time.perf_counter() - began
+
+    def collect(self, metrics: dict, timing_raw: dict) -> None:
+        if self._pending is None:
+            return
+        began = time.perf_counter()
+        stats, self._pending = self._pending.result(), None
+        metrics.update({SE_PREFIX + key: value for key, value in stats.items()})
+        timing_raw[SE_TIMING] = self._seconds + time.perf_counter() - began
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=False, cancel_futures=True)
+        self.pool.close()
+
+
 @register_trainer(TRAINER_MODE)
 class SentSyncTrainer(PPOTrainerSync):
+    def _build_replay_buffer(self) -> ReplayBuffer:
+        self.trainer_mode = VERL_MODE  # read by verl from here on (PPOTrainer.__init__ builds the buffer first)
+        buffer = super()._build_replay_buffer()
+        # verl's ReplayBuffer takes no poll interval from the config (2.0 s): a step's generation ended up to 2 s late
+        poll_interval = self.config.trainer.v1.get(TRAINER_MODE, {}).get("poll_interval_s", None)
+        if poll_interval is not None:
+            buffer.poll_interval = float(poll_interval)
+        return buffer
+
     def on_init_end(self):
         if sent_loss_enabled(self.config):
             if self.config.distillation.enabled:
                 raise ValueError("policy_loss.loss_mode=sent cannot be combined with distillation.enabled=True")
             self.actor_config = omega_conf_to_dataclass(self.config.actor_rollout_ref.actor)
             self.actor_rollout_wg.set_loss_fn(partial(sent_actor_loss, config=self.actor_config))
+        se_config = self.config.get(SE_CONFIG_KEY, None)
+        self.semantic_entropy = (RolloutSemanticEntropy(se_config, self.tokenizer)
+                                 if se_config is not None and se_config.get("enable", False) else None)
         super().on_init_end()
 
     def _next_train_batch(self, num_prompts: int | None = None) -> TensorDict:
@@ -57,7 +123,15 @@ class SentSyncTrainer(PPOTrainerSync):
         trained = super().step(metrics, timing_raw)
         metrics.update(getattr(self, "_pending_curriculum_metrics", None) or {})
         self._pending_curriculum_metrics = {}
+        if getattr(self, "semantic_entropy", None) is not None:
+            self.semantic_entropy.collect(metrics, timing_raw)
         return trained
+
+    def _compute_old_log_prob(self, batch, metrics: dict):
+        # the earliest hook with the sampled step batch: the clustering overlaps the log-prob and update passes
+        if getattr(self, "semantic_entropy", None) is not None and batch.partition_id == "train":
+            self.semantic_entropy.start(batch)
+        return super()._compute_old_log_prob(batch, metrics)
 
     def _compute_advantage(self, batch, metrics: dict):
         batch = super()._compute_advantage(batch, metrics)

