@@ -134,7 +134,7 @@ def sync_table(variants: dict[str, Callable[[], object]]) -> str:
              "| variant | syncs | where |", "|---|---:|---|"]
     for name, fn in variants.items():
         found = host_syncs(fn)
-        where = ", ".join(f"{place} x{count}" for place, count in found.most_common()) or "-"
+        where = ", ".join(f"{place} ({kind}) x{count}" for (place, kind), count in found.most_common()) or "-"
         lines.append(f"| {name} | {sum(found.values())} | {where} |")
     return "\n".join(lines)
 

@@ -3,7 +3,9 @@
 torch reports each synchronizing call (`.item()`, `nonzero`, boolean indexing, a `.cpu()` copy, ...) as a warning
 in the "warn" mode and raises in the "error" mode, but either way names the innermost Python line, often inside
 torch itself. `host_syncs` records every one with its whole Python stack and names the innermost frame outside torch
-and tensordict: the code that asked for the sync.
+and tensordict: the code that asked for the sync. A sync inside torch's nested-tensor metadata (the first
+`to_padded_tensor` of a jagged tensor reads its longest length back once) is kept apart as `layout`: verl's own
+`ppo_loss` pays it for each field it pads, and it is not arithmetic.
 """
 
 from __future__ import annotations
@@ -27,15 +29,22 @@ def owner_frame(stack: list[traceback.FrameSummary]) -> str:
     return "<torch>"
 
 
+def sync_kind(stack: list[traceback.FrameSummary]) -> str:
+    """`layout` when torch's nested-tensor code asked (a jagged tensor's max length, read once), else `op`."""
+    return "layout" if any("/torch/nested/" in frame.filename.replace("\\", "/") for frame in stack) else "op"
+
+
 def host_syncs(fn: Callable[[], object]) -> Counter:
-    """Run `fn` (on a CUDA device) in sync debug mode "warn"; return how many syncs each `file:line` asked for."""
+    """Run `fn` (on a CUDA device) in sync debug mode "warn"; return how many syncs each (`file:line`, kind) asked
+    for (kind: `sync_kind`)."""
     import torch
 
     found: Counter = Counter()
 
     def record(message, category, filename, lineno, file=None, line=None):
         if "synchroniz" in str(message):
-            found[owner_frame(traceback.extract_stack()[:-1])] += 1
+            stack = traceback.extract_stack()[:-1]
+            found[(owner_frame(stack), sync_kind(stack))] += 1
 
     previous = torch.cuda.get_sync_debug_mode()
     with warnings.catch_warnings():

@@ -243,8 +243,8 @@ def masked_quantiles(values: torch.Tensor, mask: torch.Tensor, qs: tuple[float, 
         return torch.from_numpy(np.quantile(picked, qs).astype(np.float32))
     n = valid.sum()
     ordered = torch.sort(torch.where(valid, values.float(), float("inf")).flatten()).values
-    q = torch.tensor(qs, dtype=torch.float64, device=values.device)
-    pos = q * (n - 1).clamp(min=0).double()
+    # positions from Python floats: torch.tensor(qs, device=...) would be a blocking host-to-device copy (a sync)
+    pos = torch.stack([(n - 1).clamp(min=0).double() * q for q in qs])
     lo, hi = pos.floor().long(), pos.ceil().long()
     frac = (pos - lo.double()).float()
     # (hi == lo) avoids inf - inf = nan when a quantile hits exactly one element
