@@ -28,7 +28,7 @@ from recipe.sent.runs import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-MODELS = ("smollm2", "tiny")
+MODELS = ("smollm2", "tiny", "toy")
 TOTAL = 5
 
 
@@ -85,11 +85,27 @@ def report_training(entries: list[dict]) -> None:
         print(f"  semantic entropy of the rollout groups (mean) {semantic[0]:.3f} -> {semantic[-1]:.3f}")
 
 
+def write_toy_data(out: Path, per_level: int = 12) -> Path:
+    """The toy reasoner's task (verl_ext/toy_task.py), `per_level` problems at each trained level."""
+    import pandas as pd
+
+    from verl_ext import toy_task
+
+    out.mkdir(parents=True, exist_ok=True)
+    train = out / "train.parquet"
+    rows = toy_task.rows({level: per_level for level in toy_task.TRAIN_LEVELS}, seed=0)
+    pd.DataFrame(rows).to_parquet(train)
+    print(f"{len(rows)} running sums of {toy_task.TRAIN_LEVELS[0]}..{toy_task.TRAIN_LEVELS[-1]} numbers -> {train}")
+    return train
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/demo", help="where everything is written")
     parser.add_argument("--cache", default=".cache/models", help="where the converted model is kept")
-    parser.add_argument("--model", choices=MODELS, default="smollm2", help="smollm2 (default) or tiny (quick checks)")
+    parser.add_argument("--model", choices=MODELS, default="smollm2",
+                        help="smollm2 (default), tiny (quick checks) or toy (the toy reasoner, verl_ext/toy_model.py, "
+                        "on its own running-sum task)")
     parser.add_argument("--samples", type=int, default=8, help="answers per prompt for semantic entropy (M)")
     parser.add_argument("--max-tokens", type=int, default=64, help="tokens per sampled answer")
     parser.add_argument("--steps", type=int, default=8, help="SENT training steps")
@@ -101,13 +117,19 @@ def main(argv: list[str] | None = None) -> None:
     out, cache = Path(args.out).resolve(), Path(args.cache).resolve()
     started = time.time()
 
-    name = "SmolLM2-135M-Instruct (bundled GGUF -> cached HF folder)" if args.model == "smollm2" else "tiny random Qwen2"
+    name = {"smollm2": "SmolLM2-135M-Instruct (bundled GGUF -> cached HF folder)", "tiny": "tiny random Qwen2",
+            "toy": "the toy reasoner (built by SFT on the CPU once, cached)"}[args.model]
     t = step(1, f"Model: {name}")
-    model = smollm2_hf_dir(cache) if args.model == "smollm2" else tiny_model_dir(cache)
+    if args.model == "toy":
+        from verl_ext.toy_model import toy_model_dir
+
+        model = toy_model_dir(cache)
+    else:
+        model = smollm2_hf_dir(cache) if args.model == "smollm2" else tiny_model_dir(cache)
     print(f"done in {time.time() - t:.0f} s")
 
-    step(2, "Data: the bundled math set in verl format")
-    train = write_demo_data(out / "data")
+    step(2, "Data: the bundled math set in verl format" if args.model != "toy" else "Data: the toy running sums")
+    train = write_demo_data(out / "data") if args.model != "toy" else write_toy_data(out / "data")
 
     t = step(3, f"Semantic entropy: {args.samples} answers per prompt with vLLM, clustered by math-verify")
     summary = score(train, model, out / "scored", args.samples, args.max_tokens)

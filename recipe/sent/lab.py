@@ -71,9 +71,14 @@ def model_dir(cfg: LabConfig) -> Path:
         return smollm2_hf_dir(cache)
     if cfg.model == "tiny":
         return tiny_model_dir(cache)
+    if cfg.model == "toy":
+        from verl_ext.toy_model import toy_model_dir
+
+        return toy_model_dir(cache)
     path = Path(cfg.model).resolve()
     if not (path / "config.json").exists():
-        raise SystemExit(f"model: {path} is not a Hugging Face folder (no config.json); use smollm2, tiny or a folder")
+        raise SystemExit(f"model: {path} is not a Hugging Face folder (no config.json); use smollm2, tiny, toy or a "
+                         "folder")
     return path
 
 

