@@ -1,12 +1,16 @@
-"""Slurm helpers (scripts/slurm/lib.sh) and the sbatch scripts, with stand-in `scontrol`, `srun` and `ray`
-executables on PATH (Slurm cannot be installed here)."""
+"""Slurm helpers (scripts/slurm/lib.sh) and the sbatch scripts' control flow, with stand-in `scontrol`, `srun` and
+`ray` executables on PATH: seconds, and cases a real cluster cannot stage (a `ray status` that hangs, 3+ nodes,
+multi-NIC addresses). The stand-in `ray` fails `ray status` while the head starts and blocks in `ray start --block`,
+as the real one does. The same scripts under a real two-node Slurm: tests/slurm/."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -22,25 +26,43 @@ if [[ $1 == show && $2 == hostnames ]]; then
     for host in $FAKE_HOSTS; do echo "$host"; done
 fi
 """
-# srun stand-in: log, drop srun's own options, answer the address queries, run anything else locally.
+# srun stand-in: log, drop srun's own options, answer the address queries, run anything else locally with the
+# step's devices (FAKE_STEP_GPUS, set by Slurm as CUDA_ and ROCR_VISIBLE_DEVICES).
 FAKE_SRUN = """\
 #!/usr/bin/env bash
 echo "srun $*" >> "$FAKE_LOG"
 while (($#)); do
-    case $1 in -w) shift 2 ;; -*) shift ;; *) break ;; esac
+    case $1 in -w) export SLURMD_NODENAME=$2; shift 2 ;; -*) shift ;; *) break ;; esac
 done
 if [[ $1 == hostname ]]; then echo "${FAKE_IP:-10.0.0.1} 172.17.0.1"; exit 0; fi
 if [[ $1 == ip ]]; then echo "4: ib0    inet 192.168.7.21/24 brd 192.168.7.255 scope global ib0"; exit 0; fi
 export SLURM_PROCID=${SLURM_PROCID:-0}
+if [[ -n ${FAKE_STEP_GPUS:-} ]]; then
+    export CUDA_VISIBLE_DEVICES=$FAKE_STEP_GPUS ROCR_VISIBLE_DEVICES=$FAKE_STEP_GPUS
+fi
 exec "$@"
 """
+# ray stand-in: `ray status` exits 1 (after FAKE_STATUS_SLEEP s) for the first FAKE_FAILS calls, as the real one
+# does while the head starts, then lists one more node per call up to FAKE_NODES; `ray start` logs its environment
+# and, with --block, blocks like the real one.
 FAKE_RAY = """\
 #!/usr/bin/env bash
 echo "ray $*" >> "$FAKE_LOG"
+if [[ $1 == start ]]; then
+    echo "ray-env node=${SLURMD_NODENAME:-} auth=${RAY_AUTH_MODE:-unset} tmp=${RAY_TMPDIR:-unset}" \
+        "cuda=${CUDA_VISIBLE_DEVICES:-unset} rocr=${ROCR_VISIBLE_DEVICES:-unset}" >> "$FAKE_LOG"
+    [[ " $* " == *" --block "* ]] && exec sleep 300
+    exit 0
+fi
 if [[ $1 == status ]]; then
     calls=$(( $(cat "$FAKE_DIR/status_calls" 2>/dev/null || echo 0) + 1 ))
     echo "$calls" > "$FAKE_DIR/status_calls"
-    up=$(( calls < ${FAKE_NODES:-1} ? calls : ${FAKE_NODES:-1} ))
+    sleep "${FAKE_STATUS_SLEEP:-0}"
+    if ((calls <= ${FAKE_FAILS:-1})); then
+        echo "ConnectionError: Could not find any running Ray instance." >&2
+        exit 1
+    fi
+    up=$(( calls - ${FAKE_FAILS:-1} < ${FAKE_NODES:-1} ? calls - ${FAKE_FAILS:-1} : ${FAKE_NODES:-1} ))
     echo "======== Autoscaler status ========"
     echo "Node status"
     echo "---------------------------------------------------------------"
@@ -81,6 +103,12 @@ def fake(tmp_path):
 
     env.log = log
     return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def bash(snippet, env, check=True):
@@ -134,10 +162,39 @@ def test_wait_for_nodes(fake):
     env = fake(["gpu01", "gpu02", "gpu03"], FAKE_NODES="3")
     done = bash("sent_wait_for_nodes 3 60 10.0.0.1:6379", env)
     assert "ready: 3/3" in done.stderr
-    assert fake.log.read_text().count("ray status --address 10.0.0.1:6379") == 3  # 1, 2, then 3 nodes up
+    # the first call fails (head starting), then 1, 2, 3 nodes
+    assert fake.log.read_text().count("ray status --address 10.0.0.1:6379") == 4
     (Path(env["FAKE_DIR"]) / "status_calls").unlink()
     done = bash("sent_wait_for_nodes 5 0", {**env, "RAY_ADDRESS": "10.0.0.1:6379"}, check=False)
-    assert done.returncode == 1 and "timed out after 0s: 1/5" in done.stderr
+    assert done.returncode == 1
+    assert "timed out after 0s waiting for the Ray cluster at 10.0.0.1:6379: 0/5" in done.stderr
+
+
+def test_failing_ray_status_does_not_end_a_strict_script_silently(fake):
+    """The issue's reproduction: under set -euo pipefail a failing `ray status` used to end the script at once,
+    with no message."""
+    done = bash("SENT_RAY=false sent_wait_for_nodes 1 3; echo unreachable", fake(["gpu01"]), check=False)
+    assert done.returncode == 1 and "unreachable" not in done.stdout
+    assert "timed out after 3s waiting for the Ray cluster" in done.stderr
+
+
+def test_wait_counts_wall_time_not_sleeps(fake):
+    """A `ray status` that cannot reach the head hangs (~40 s for the real one): each call is bounded and the
+    timeout is wall time."""
+    env = fake(["gpu01"], FAKE_FAILS="100", FAKE_STATUS_SLEEP="30", SENT_STATUS_TIMEOUT_S="2", SENT_WAIT_POLL_S="1")
+    started = time.time()
+    done = bash("sent_wait_for_nodes 1 5 10.0.0.1:6379", env, check=False)
+    assert done.returncode == 1 and "timed out after 5s" in done.stderr
+    assert time.time() - started < 15
+
+
+def test_wait_stops_when_a_watched_step_dies(fake):
+    env = fake(["gpu01"], FAKE_FAILS="100")
+    started = time.time()
+    done = bash('(sleep 1; exit 3) & sent_watch_step $! "the Ray head on gpu01"; sent_wait_for_nodes 1 120 x:1', env,
+                check=False)
+    assert done.returncode == 1 and time.time() - started < 30
+    assert "the Ray head on gpu01 exited (status 3) before the Ray cluster was up" in done.stderr
 
 
 def test_count_active_nodes_handles_idle_and_pending():
@@ -158,37 +215,48 @@ def test_count_active_nodes_handles_idle_and_pending():
     assert done.stdout.strip() == "3"
 
 
-def test_gpus_per_node(fake):
-    env = fake(["gpu01"])
-    assert bash("sent_gpus_per_node", {**env, "SLURM_GPUS_PER_NODE": "h100:4"}).stdout.strip() == "4"
-    assert bash("sent_gpus_per_node", {**env, "SLURM_GPUS_ON_NODE": "2"}).stdout.strip() == "2"
-    assert bash("sent_gpus_per_node 8", env).stdout.strip() == "8"
+def test_step_gpus_and_devices(fake):
+    env = fake(["gpu01"], SLURM_GPUS_ON_NODE="8")  # the batch script's view under --exclusive; the step sees 2
+    step = {**env, "CUDA_VISIBLE_DEVICES": "0,1", "ROCR_VISIBLE_DEVICES": "0,1"}
+    out = bash('sent_step_devices; sent_step_gpus; echo "${ROCR_VISIBLE_DEVICES-unset}"', step).stdout.split()
+    assert out == ["2", "unset"]
+    assert bash("sent_step_gpus", {**step, "SENT_RAY_GPUS": "1"}).stdout.strip() == "1"
+    assert bash("sent_step_gpus", {**env, "CUDA_VISIBLE_DEVICES": "NoDevFiles"}).stdout.strip() == "0"
+    rocr_only = {**env, "ROCR_VISIBLE_DEVICES": "0,1,2"}  # AMD without CUDA_VISIBLE_DEVICES: kept
+    assert bash('sent_step_devices; sent_step_gpus; echo "$ROCR_VISIBLE_DEVICES"', rocr_only).stdout.split() == [
+        "3", "0,1,2"]
 
 
 def test_train_sbatch_end_to_end_with_stand_ins(fake):
-    """The whole sbatch: Ray head on the first node, workers on the others, wait, the launcher (DRY_RUN) with
-    trainer.nnodes=$SLURM_NNODES, then Ray torn down."""
+    """The whole sbatch: Ray head on the first node, workers on the others (each with the GPUs its own step sees),
+    wait, the launcher (DRY_RUN) with trainer.nnodes=$SLURM_NNODES attaching without resource arguments, then only
+    the job's own Ray steps stopped."""
     hosts = ["gpu01", "gpu02", "gpu03"]
-    env = fake(hosts, FAKE_NODES="3", SLURM_NNODES="3", SLURM_GPUS_PER_NODE="h100:4", SLURM_CPUS_PER_TASK="16",
-               SLURM_JOB_ID="42", SLURM_SUBMIT_DIR=str(REPO), DRY_RUN="1", PYTHON=sys.executable)  # fmt: skip
+    env = fake(hosts, FAKE_NODES="3", SLURM_NNODES="3", SLURM_GPUS_ON_NODE="8", SLURM_CPUS_PER_TASK="16",
+               SLURM_JOB_ID="42", SLURM_SUBMIT_DIR=str(REPO), DRY_RUN="1", PYTHON=sys.executable, FAKE_STEP_GPUS="0,1",
+               FAKE_IP="127.0.0.1", RAY_PORT=str(free_port()))  # fmt: skip
     done = subprocess.run(
         ["bash", str(REPO / "scripts" / "slurm" / "train.sbatch"), "scripts/run_qwen7b.sh", "trainer.save_freq=5"],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     cfg = yaml.safe_load(done.stdout)
-    assert cfg["trainer"]["nnodes"] == 3 and cfg["trainer"]["n_gpus_per_node"] == 4
+    assert cfg["trainer"]["nnodes"] == 3 and cfg["trainer"]["n_gpus_per_node"] == 2
     assert cfg["trainer"]["save_freq"] == 5 and cfg["trainer"]["resume_mode"] == "auto"
+    assert cfg["ray_kwargs"]["ray_init"]["num_cpus"] is None and cfg["ray_kwargs"]["ray_init"]["num_gpus"] is None
+    assert cfg["ray_kwargs"]["ray_init"]["runtime_env"]["env_vars"]["PYTHONPATH"].split(":")[0] == str(REPO)
     log = fake.log.read_text().splitlines()
-    head_start = [i for i, line in enumerate(log) if "-w gpu01" in line and "ray start --head" in line]
-    assert len(head_start) == 1
-    assert "--node-ip-address=10.0.0.1 --port=6379 --num-cpus=16 --num-gpus=4" in log[head_start[0]]
-    for worker in hosts[1:]:
-        assert any(f"-w {worker}" in line and "ray start --address=10.0.0.1:6379" in line for line in log)
-    assert not any("-w gpu01" in line and "ray start --address" in line for line in log)
-    launcher = [i for i, line in enumerate(log) if "bash scripts/run_qwen7b.sh trainer.nnodes=3" in line]
+    head_start = [line for line in log if line.startswith("ray start --head")]
+    resources = "--num-cpus=16 --num-gpus=2 --disable-usage-stats --block"  # the step's 2 GPUs, not the node's 8
+    assert head_start == [f"ray start --head --node-ip-address=127.0.0.1 --port={env['RAY_PORT']} {resources}"]
+    starts = [line for line in log if line.startswith("ray-env")]
+    assert sorted(starts) == sorted(f"ray-env node={host} auth=disabled tmp=/tmp/ray-job42 cuda=0,1 rocr=unset"
+                                    for host in hosts)
+    assert log.count(f"ray start --address=127.0.0.1:{env['RAY_PORT']} {resources}") == 2
+    launcher = [i for i, line in enumerate(log) if "sent_run_launcher 3 scripts/run_qwen7b.sh trainer.nnodes=3" in line]
     assert launcher and "--overlap" in log[launcher[0]] and "-w gpu01" in log[launcher[0]]
-    assert any("ray stop --force" in line for line in log[launcher[0] :])  # torn down after training
+    assert not any(line.startswith("ray stop") for line in log)  # `ray stop` would stop other jobs' Ray too
+    assert "stopping the job's Ray steps" in done.stderr
 
 
 def test_score_sbatch_runs_every_rank_then_merges(fake, tmp_path):

@@ -5,6 +5,7 @@
 #   N_GPUS_PER_NODE   GPUs per node   (default: $SLURM_GPUS_ON_NODE / $SLURM_GPUS_PER_NODE, else nvidia-smi, else 8)
 #   PYTHON            interpreter     (default: the checkout's .venv/bin/python when there is one, else python3)
 #   DRY_RUN=1         print the fully composed Hydra config (--cfg job) and exit; no GPU, data or Ray needed
+#   RAY_ADDRESS       attach to this running Ray cluster (set by scripts/slurm/train.sbatch; see sent_attach_overrides)
 #
 # Model merger (FSDP checkpoint -> Hugging Face folder), verl 0.9.1 CLI (python -m verl.model_merger merge --help):
 #   python -m verl.model_merger merge --backend fsdp \
@@ -34,6 +35,26 @@ sent_default_gpus() {
     echo 8
 }
 
+# Variables the trainer's Ray workers need from the launcher's shell; a launcher adds its own (SENT_WORKER_ENV+=(X)).
+# On a cluster started before the launcher (RAY_ADDRESS set: scripts/slurm/train.sbatch) the workers run with the
+# environment of `ray start`, not this one, so these travel in the job's runtime env (sent_attach_overrides).
+SENT_WORKER_ENV=(PYTHONPATH WANDB_MODE)
+
+# Hydra overrides, one per line, for a trainer attaching to a running cluster ($RAY_ADDRESS): no resource arguments
+# (Ray refuses num_cpus/num_gpus when connecting to an existing cluster; machine=cpu sets both) and SENT_WORKER_ENV in
+# the runtime env. Nothing when the trainer starts its own Ray.
+sent_attach_overrides() {
+    [[ -n ${RAY_ADDRESS:-} ]] || return 0
+    echo "++ray_kwargs.ray_init.num_cpus=null"
+    echo "++ray_kwargs.ray_init.num_gpus=null"
+    local name value
+    for name in "${SENT_WORKER_ENV[@]}"; do
+        [[ -n ${!name:-} ]] || continue
+        value=${!name}
+        echo "++ray_kwargs.ray_init.runtime_env.env_vars.${name}='${value//\'/\\\'}'" # a quoted Hydra string
+    done
+}
+
 NNODES=${NNODES:-${SLURM_NNODES:-1}}
 N_GPUS_PER_NODE=${N_GPUS_PER_NODE:-$(sent_default_gpus)}
 if [[ -z ${PYTHON:-} && -x ${SENT_REPO}/.venv/bin/python && -z ${VIRTUAL_ENV:-}${CONDA_PREFIX:-} ]]; then
@@ -44,9 +65,11 @@ DRY_RUN=${DRY_RUN:-0}
 
 # Usage: sent_launch "$@"  (uses the arrays DATA MODEL ACTOR ROLLOUT REF ALGO TRAINER CURRICULUM from the caller)
 sent_launch() {
+    local -a attach
+    mapfile -t attach < <(sent_attach_overrides)
     local -a cmd=("$PYTHON" -m recipe.sent.main_sent
         "${DATA[@]}" "${MODEL[@]}" "${ACTOR[@]}" "${ROLLOUT[@]}" "${REF[@]}" "${ALGO[@]}" "${CURRICULUM[@]}"
-        "${TRAINER[@]}" "$@")
+        "${TRAINER[@]}" "$@" "${attach[@]}")
     if [[ $DRY_RUN == 1 ]]; then
         echo "# DRY_RUN=1: composed config of: ${cmd[*]}" >&2
         sent_print_paths
