@@ -108,7 +108,7 @@ sent_join() {
 sent_wait_for_nodes() {
     local want=$1 timeout=${2:-600} address=${3:-${RAY_ADDRESS:-}}
     local poll=${SENT_WAIT_POLL_S:-5} bound=${SENT_STATUS_TIMEOUT_S:-20}
-    local deadline=$((SECONDS + timeout)) have=0 left out pid
+    local deadline=$((SECONDS + timeout)) have=0 left out pid hint
     local -a ray_cmd running
     read -r -a ray_cmd <<<"${SENT_RAY:-ray}" # e.g. SENT_RAY="apptainer exec sent.sif ray"
     while :; do
@@ -125,9 +125,10 @@ sent_wait_for_nodes() {
         if ((SECONDS >= deadline)); then
             running=()
             for pid in "${!SENT_WATCHED[@]}"; do running+=("${SENT_WATCHED[$pid]}"); done
+            hint="a worker that runs but never joins cannot reach the head: check SENT_HEAD_IFACE and firewalls"
+            ((have > 0)) || hint="the head does not answer \`ray status\`: see its output above"
             echo "[slurm] timed out after ${timeout}s waiting for the Ray cluster at ${address:-?}: $have/$want" \
-                "nodes up; Ray steps running: $(sent_join ", " "${running[@]}") (a worker that runs but never" \
-                "joins cannot reach the head: check SENT_HEAD_IFACE and firewalls)" >&2
+                "nodes up; Ray steps running: $(sent_join ", " "${running[@]}") ($hint)" >&2
             [[ -n $out ]] && echo "[slurm] last \`ray status\`: $(tail -n 3 <<<"$out" | tr '\n' ' ')" >&2
             return 1
         fi

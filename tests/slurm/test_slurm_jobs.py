@@ -154,12 +154,13 @@ def test_worker_that_never_joins_fails_at_the_wait_timeout_naming_it(slurm_clust
                        '    exec sleep 600\nfi\nexec "$@"\n')
     wrapper.chmod(0o755)
     job_id, _ = train_job(slurm_cluster, slurm_job_env, shared, tmp_path / "out", 2, CONTAINER=str(wrapper),
-                          WAIT_TIMEOUT_S="40")
+                          WAIT_TIMEOUT_S="60")  # for the head, then for the worker
     job = slurm_cluster.wait(job_id, timeout_s=400)
     assert job.state == "FAILED" and job.exit_code != "0:0"
     assert "Ray cluster ready: 1/1 nodes" in job.output
-    assert "timed out after 40s waiting for the Ray cluster" in job.output and ": 1/2 nodes up;" in job.output
-    assert "the Ray worker on node2" in job.output.split("timed out after 40s")[1]
+    assert "timed out after 60s waiting for the Ray cluster" in job.output and ": 1/2 nodes up;" in job.output
+    assert "the Ray worker on node2" in job.output.split("timed out after 60s")[1]
+    assert "never joins cannot reach the head" in job.output
     assert "stopping the job's Ray steps" in job.output
 
 
@@ -179,6 +180,9 @@ def test_score_sbatch_two_tasks_merge_what_one_process_scores(slurm_cluster, slu
                             env, timeout_s=900)
     assert job.state == "COMPLETED" and job.exit_code == "0:0", job.output[-6000:]
     assert "on 2 task(s)" in job.output
+    # the job prints its config: ranks 0 and 1 of 2 scored their shards, then a rank-0 step merged
+    configs = re.findall(r"^world_size: (\d+)\nrank: (\d+)\nmerge_only: (\w+)$", job.output, re.M)
+    assert sorted(configs) == [("2", "0", "false"), ("2", "0", "true"), ("2", "1", "false")]
     single = tmp_path / "single"
     done = subprocess.run([sys.executable, "-m", "verl_ext.semantic_entropy", f"input_files=[{data}]",
                            f"output_dir={single}", f"model.path={tiny_model}", *overrides],
