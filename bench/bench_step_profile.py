@@ -80,6 +80,14 @@ def _cell(values: list[float] | None) -> str:
     return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
+def _ratio(timings: dict[str, list[float]], part: str, whole: str) -> str:
+    """Median (min-max) over steps of part / whole, in percent."""
+    if not timings.get(part):
+        return "–"
+    ratios = [100 * p / w for p, w in zip(timings[part], timings[whole])]
+    return f"{statistics.median(ratios):.2f}% ({min(ratios):.2f}-{max(ratios):.2f}%)"
+
+
 def table(merged: dict[str, dict], steps: int, preset: str) -> str:
     names = list(merged)
     base = statistics.median(merged[names[0]]["timings"]["timing_s/step"])
@@ -91,6 +99,8 @@ def table(merged: dict[str, dict], steps: int, preset: str) -> str:
     for key in ("timing_s/step", *PHASES):
         if any(merged[n]["timings"].get(key) for n in names):
             lines.append(f"| {key} | " + " | ".join(_cell(merged[n]["timings"].get(key)) for n in names) + " |")
+    lines.append("| timing_s/semantic_entropy / timing_s/step | " + " | ".join(
+        _ratio(merged[n]["timings"], "timing_s/semantic_entropy", "timing_s/step") for n in names) + " |")
     lines.append("| step vs first column | " + " | ".join(
         f"{statistics.median(merged[n]['timings']['timing_s/step']) / base:.2f}x" for n in names) + " |")
     lines += ["", "Overrides per column:", ""]

@@ -25,7 +25,7 @@ from recipe.sent.losses import sent_actor_loss
 from recipe.sent.selection import STEP_FIELDS, step_sent_beta
 from verl_ext.semantic_entropy.clustering import MathVerifyPool
 from verl_ext.semantic_entropy.config import ClusteringConfig
-from verl_ext.semantic_entropy.rollout_groups import group_responses, rollout_se_stats
+from verl_ext.semantic_entropy.rollout_groups import group_entropies, group_responses, summarize
 
 TRAINER_MODE = "sent_sync"
 # verl switches its V1 trainer's behaviour on the mode's *name* ("sync" vs anything else: the async replay buffer,
@@ -62,7 +62,7 @@ class RolloutSemanticEntropy:
         # started now: the workers import math-verify while the model loads
         self.pool = MathVerifyPool(num_workers=self.clustering.num_workers, timeout_s=self.clustering.timeout_s)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="semantic_entropy")
-        self._pending: Future | None = None
+        self._pending: list[Future] = []  # one per sampled batch of the step (verl's parameter_sync_step)
         self._seconds = 0.0
         atexit.register(self.close)
 
@@ -73,18 +73,19 @@ class RolloutSemanticEntropy:
         # one row per trajectory, its generated tokens only (TransferQueue keeps them jagged)
         texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in data["responses"].unbind()]
         groups = group_responses([str(uid) for uid in data.pop("uid").tolist()], texts)  # as verl's rollout dump
-        self._pending = self._thread.submit(rollout_se_stats, groups, pool=self.pool,
-                                            unparseable=self.clustering.unparseable,
-                                            answer_fallback=self.clustering.answer_fallback)
-        self._seconds = time.perf_counter() - began
+        self._pending.append(self._thread.submit(group_entropies, groups, pool=self.pool,
+                                                 unparseable=self.clustering.unparseable,
+                                                 answer_fallback=self.clustering.answer_fallback))
+        self._seconds += time.perf_counter() - began
 
     def collect(self, metrics: dict, timing_raw: dict) -> None:
-        if self._pending is None:
+        if not self._pending:
             return
         began = time.perf_counter()
-        stats, self._pending = self._pending.result(), None
-        metrics.update({SE_PREFIX + key: value for key, value in stats.items()})
+        per_group = [entry for future in self._pending for entry in future.result()]
+        metrics.update({SE_PREFIX + key: value for key, value in summarize(per_group).items()})
         timing_raw[SE_TIMING] = self._seconds + time.perf_counter() - began
+        self._pending, self._seconds = [], 0.0
 
     def close(self) -> None:
         self._thread.shutdown(wait=False, cancel_futures=True)

@@ -37,14 +37,19 @@ def group_entropies(groups: Sequence[Sequence[str]], *, pool: MathVerifyPool | N
     return [(semantic_entropy(c.cluster_ids), len(set(c.cluster_ids)) == 1) for c in clusterings]
 
 
-def rollout_se_stats(groups: Sequence[Sequence[str]], *, pool: MathVerifyPool | None = None,
-                     unparseable: str = "singleton", answer_fallback: str = "none") -> dict[str, float]:
-    """``mean``, ``p50`` and ``agree_frac`` of the groups' semantic entropy (the module docstring); empty for no
-    groups."""
-    groups = [group for group in groups if len(group) > 0]
-    if not groups:
+def summarize(per_group: Sequence[tuple[float, bool]]) -> dict[str, float]:
+    """``mean``, ``p50`` and ``agree_frac`` of ``group_entropies``' output (the module docstring); empty for none."""
+    if not per_group:
         return {}
-    per_group = group_entropies(groups, pool=pool, unparseable=unparseable, answer_fallback=answer_fallback)
     entropies = [se for se, _ in per_group]
     return {"mean": statistics.fmean(entropies), "p50": statistics.median(entropies),
             "agree_frac": sum(agree for _, agree in per_group) / len(per_group)}
+
+
+def rollout_se_stats(groups: Sequence[Sequence[str]], *, pool: MathVerifyPool | None = None,
+                     unparseable: str = "singleton", answer_fallback: str = "none") -> dict[str, float]:
+    """``summarize`` of the non-empty groups' semantic entropies."""
+    groups = [group for group in groups if len(group) > 0]
+    if not groups:
+        return {}
+    return summarize(group_entropies(groups, pool=pool, unparseable=unparseable, answer_fallback=answer_fallback))
