@@ -1,7 +1,7 @@
 """The SENT lab (`python -m recipe.sent.lab`): its config, the report builder on fixture metrics, and the `quick=true`
-lab end to end (tiny model, grpo and sent, 2 steps: training -> merge -> eval -> report), stopped inside its second
-variant after its first step and re-run with the same command (the finished variant is skipped, the other
-resumes at step 2)."""
+lab end to end (tiny model, grpo and sent on one seed, 2 steps: training -> merge -> eval -> report), stopped inside
+its second run after its first step and re-run with the same command (the finished run is skipped, the other resumes
+at step 2)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench.lab_step_time import lab_table
-from recipe.sent.lab import variant_overrides
+import pandas as pd
+
+from recipe.sent.lab import seed_overrides, split_data, variant_overrides
 from recipe.sent.lab_report import build_report
 from recipe.sent.lab_config import QUICK, VARIANTS, LabConfig
 from recipe.sent.launch import is_alive, session_processes
@@ -40,12 +41,39 @@ def test_every_variant_is_a_preset_plus_overrides_that_compose(recipe_config):
 def test_train_overrides_reach_every_variant_and_the_variant_keeps_its_own(recipe_config, tmp_path):
     cfg = LabConfig.from_config({"train_overrides": ["data.train_batch_size=8", "data.curriculum.enable=true"]})
     for name in ("grpo", "sent"):
-        overrides = variant_overrides(name, tmp_path / "model", tmp_path / "scored.parquet",
+        overrides = variant_overrides(name, 0, tmp_path / "model", tmp_path / "scored.parquet",
                                       tmp_path / "eval.parquet", tmp_path / name, cfg, "cpu")
         composed = recipe_config(overrides)
         assert composed.data.train_batch_size == 8 and composed.trainer.total_training_steps == cfg.steps
         # grpo's own data.curriculum.enable=false comes after the shared overrides
         assert str(composed.data.curriculum.enable).lower() == ("false" if name == "grpo" else "true")
+
+
+def test_a_runs_seed_sets_data_order_sampling_and_curriculum_shuffles(recipe_config, tmp_path):
+    cfg = LabConfig.from_config({})
+    assert cfg.seeds == [0, 1, 2]
+    for seed in (0, 7):
+        composed = recipe_config(variant_overrides("sent", seed, tmp_path / "model", tmp_path / "scored.parquet",
+                                                   tmp_path / "eval.parquet", tmp_path / "sent", cfg, "cpu"))
+        assert composed.data.seed == seed and composed.actor_rollout_ref.rollout.seed == seed
+        assert composed.data.curriculum.seed == seed and composed.actor_rollout_ref.actor.data_loader_seed == seed
+        assert composed.trainer.experiment_name == f"lab-sent-seed{seed}"
+    assert len(seed_overrides(3)) == 4
+
+
+def test_toy_split_holds_out_500_problems_with_the_untrained_level(tmp_path):
+    from verl_ext import toy_task
+
+    cfg = LabConfig.from_config({"model": "toy"})
+    train_file, eval_file = split_data(tmp_path, cfg)
+    train, held = pd.read_parquet(train_file), pd.read_parquet(eval_file)
+    train_levels = [info["level"] for info in train["extra_info"]]
+    held_levels = [info["level"] for info in held["extra_info"]]
+    assert len(held) == 7 * 72 >= 500 and sorted(set(held_levels)) == [*toy_task.TRAIN_LEVELS, toy_task.HELDOUT_LEVEL]
+    assert len(train) == 6 * 12 and sorted(set(train_levels)) == list(toy_task.TRAIN_LEVELS)
+    prompts = lambda frame: {row[0]["content"] for row in frame["prompt"]}  # noqa: E731
+    assert not prompts(train) & prompts(held)
+    assert split_data(tmp_path, cfg) == (train_file, eval_file)  # written once, the same for every seed
 
 
 def test_config_errors_name_the_key():
@@ -55,6 +83,11 @@ def test_config_errors_name_the_key():
         LabConfig.from_config({"variants": ["grpo", "ppo"]})
     with pytest.raises(ConfigError, match="train_overrides: each item is key=value"):
         LabConfig.from_config({"train_overrides": ["data.train_batch_size"]})
+    for seeds in ([], [1, 1], [-1]):
+        with pytest.raises(ConfigError, match="seeds must be distinct"):
+            LabConfig.from_config({"seeds": seeds})
+    with pytest.raises(ConfigError, match="quick=true sets seeds"):
+        LabConfig.from_config({"quick": True, "seeds": [3]})
     with pytest.raises(ConfigError, match="quick=true sets steps"):
         LabConfig.from_config({"quick": True, "steps": 5})
     quick = LabConfig.from_config({"quick": True, "out": "x"})
@@ -62,10 +95,10 @@ def test_config_errors_name_the_key():
 
 
 # ------------------------------------------------------------------------------------------------ report
-def _metrics(entropy: list[float], stage: list[int] | None, seconds: float, sent: bool) -> str:
+def _metrics(entropy: list[float], stage: list[int] | None, seconds: float, reward_slope: float, sent: bool) -> str:
     lines = []
     for step, value in enumerate(entropy, start=1):
-        data = {"training/global_step": step, "actor/entropy": value, "critic/score/mean": -1 + 0.1 * step,
+        data = {"training/global_step": step, "actor/entropy": value, "critic/score/mean": -1 + reward_slope * step,
                 "actor/pg_clipfrac": 0.01, "timing_s/step": seconds, "actor/kl_loss": 0.5, "actor/kl_coef": 0.001,
                 "semantic_entropy/mean": 2 * value, "semantic_entropy/agree_frac": 0.25 * step}
         if stage:
@@ -77,64 +110,123 @@ def _metrics(entropy: list[float], stage: list[int] | None, seconds: float, sent
     return "\n".join(lines) + "\n"
 
 
-def _results(avg1: float) -> str:
-    metrics = {"pass@1": avg1, "avg@1": avg1, "pass@2": avg1 + 5, "avg@2": avg1}
-    return json.dumps({"benchmarks": {"heldout": {"metrics": metrics}}})
+def _heldout(solved, problems: int = 40) -> str:
+    """The eval harness's <eval>/heldout.json: 2 answers per problem, both right on the problems `solved` accepts."""
+    return json.dumps({"problems": [{"index": i, "correct": [solved(i)] * 2} for i in range(problems)]})
 
 
-def _report_rows(report: Path) -> dict[str, dict[str, str]]:
-    """The report's first table: {variant: {column: cell}}."""
+def _report_rows(report: Path, first: str = "| variant | status") -> dict[str, dict[str, str]]:
+    """The report's table whose header starts with `first`: {variant: {column: cell}}."""
     lines = report.read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| variant | status"))
+    start = next(i for i, line in enumerate(lines) if line.startswith(first))
     end = next((i for i, line in enumerate(lines[start:]) if not line.startswith("|")), len(lines) - start)
     header = [c.strip() for c in lines[start].split("|")[1:-1]]
     rows = [dict(zip(header, (c.strip() for c in line.split("|")[1:-1]))) for line in lines[start + 2:start + end]]
     return {row["variant"]: row for row in rows}
 
 
-def test_report_builder_on_fixture_metrics(tmp_path):
-    for name, text in (("grpo", _metrics([1.0, 0.8, 0.6, 0.5], None, 10.0, sent=False)),
-                       ("sent", _metrics([1.0, 0.95, 0.9, 0.9], [1, 1, 2, 2], 11.0, sent=True))):
-        (tmp_path / name / "eval").mkdir(parents=True)
-        (tmp_path / name / "metrics.jsonl").write_text(text)
-        (tmp_path / name / "eval" / "results.json").write_text(_results(20.0 if name == "grpo" else 30.0))
-        (tmp_path / name / "done.json").write_text(json.dumps({"wall_s": 90.0, "resumed": name == "sent"}))
-    (tmp_path / "baseline" / "eval").mkdir(parents=True)
-    (tmp_path / "baseline" / "eval" / "results.json").write_text(_results(10.0))
-    (tmp_path / "kl_cov").mkdir()
-    (tmp_path / "kl_cov" / "failed.json").write_text(json.dumps({"error": "training exited with 1\nTraceback"}))
+def _mean(cell: str) -> float:
+    return float(cell.split()[0])
 
-    report = build_report(tmp_path, ["grpo", "kl_cov", "sent"], ks=[1, 2], last_steps=2, command="python -m x",
+
+def test_report_builder_on_fixture_metrics(tmp_path):
+    """2 variants x 3 seeds (and a third variant whose seed 1 failed) with known means and intervals."""
+    (tmp_path / "data").mkdir()
+    levels = [2] * 18 + [3] * 18 + [8] * 4  # level 8 is held out only
+    pd.DataFrame({"extra_info": [{"level": 2}, {"level": 3}]}).to_parquet(tmp_path / "data" / "train.parquet")
+    pd.DataFrame({"extra_info": [{"level": level} for level in levels]}).to_parquet(tmp_path / "data" / "eval.parquet")
+    for seed in (0, 1, 2):
+        for name, text, solved in (
+                ("grpo", _metrics([1.0, 0.8, 0.6, 0.5 + 0.1 * seed], None, 10.0, 0.1, sent=False),
+                 lambda i, s=seed: i < 12 + s),
+                ("sent", _metrics([1.0, 0.95, 0.9, 0.9 + 0.01 * seed], [1, 1, 2, 2], 11.0, 0.15, sent=True),
+                 lambda i, s=seed: i < 28 + s or i >= 36)):
+            run = tmp_path / name / f"seed{seed}"
+            (run / "eval").mkdir(parents=True)
+            (run / "metrics.jsonl").write_text(text)
+            (run / "eval" / "heldout.json").write_text(_heldout(solved))
+            (run / "done.json").write_text(json.dumps({"wall_s": 30.0, "resumed": name == "sent" and seed == 2}))
+    (tmp_path / "baseline" / "eval").mkdir(parents=True)
+    (tmp_path / "baseline" / "eval" / "heldout.json").write_text(_heldout(lambda i: i < 4))
+    (tmp_path / "kl_cov" / "seed0").mkdir(parents=True)
+    (tmp_path / "kl_cov" / "seed0" / "metrics.jsonl").write_text(_metrics([1.0, 0.9], None, 10.0, 0.1, sent=False))
+    (tmp_path / "kl_cov" / "seed1").mkdir(parents=True)
+    (tmp_path / "kl_cov" / "seed1" / "failed.json").write_text(json.dumps({"error": "training exited with 1\nTrace"}))
+
+    report = build_report(tmp_path, ["grpo", "kl_cov", "sent"], seeds=[0, 1, 2], ks=[1, 2], last_steps=2,
+                          reward_target=-0.75, command="python -m x",
                           run_info=("Machine: a test box.", "Wall time: 3.0 min"))
+    text = report.read_text()
     rows = _report_rows(report)
-    assert "Command: `python -m x`\n\nMachine: a test box.\nWall time: 3.0 min\n" in report.read_text()
-    assert list(rows) == ["initial model", "grpo", "kl_cov", "sent"]
-    assert rows["initial model"]["held-out avg@1"] == "10.0"
+    assert "Command: `python -m x`\n\nMachine: a test box.\nWall time: 3.0 min\n" in text
+    assert list(rows) == ["grpo", "kl_cov", "sent"]
     assert rows["grpo"]["status"] == rows["sent"]["status"] == "done"
-    assert rows["kl_cov"]["status"] == "failed: training exited with 1"
-    assert rows["grpo"]["token entropy, mean: start → end"] == "1.000 → 0.500 (-50%)"
-    assert rows["sent"]["entropy p50: start → end"] == "0.500 → 0.450 (-10%)"
-    assert rows["grpo"]["entropy p50: start → end"] == "–"
-    assert rows["grpo"]["semantic entropy, mean: start → end"] == "2.000 → 1.000 (-50%)"
-    assert rows["sent"]["all agree: start → end"] == "0.250 → 1.000 (+300%)"
-    assert rows["initial model"]["semantic entropy, mean: start → end"] == "–"
-    assert rows["sent"]["held-out pass@2"] == "35.0"
-    assert rows["grpo"]["train reward (last 2)"] == f"{(-0.7 - 0.6) / 2:.3f}"
-    assert rows["sent"]["penalised frac"] == "0.800" and rows["grpo"]["penalised frac"] == "–"
-    assert rows["grpo"]["KL term"] == "5.00e-04" and rows["sent"]["KL term"] == "2.00e-02"
-    assert rows["sent"]["× grpo"] == "1.10" and rows["grpo"]["× grpo"] == "1.00"
+    assert rows["kl_cov"]["status"] == "failed: seed 1: training exited with 1"
+    assert (rows["grpo"]["seeds"], rows["kl_cov"]["seeds"], rows["grpo"]["steps"]) == ("3", "1", "4")
+    # last 2 steps' entropy: grpo 0.55, 0.60, 0.65 -> 0.6 +- t(0.975, 2) * 0.05 / sqrt(3) = 0.124
+    assert rows["grpo"]["token entropy, mean: step 1 → last 2"] == \
+        "1.000 [1.000, 1.000] → 0.600 [0.476, 0.724] (-40%)"
+    assert rows["sent"]["entropy p50: step 1 → last 2"] == "0.500 [0.500, 0.500] → 0.453 [0.446, 0.459] (-9%)"
+    assert rows["grpo"]["entropy p50: step 1 → last 2"] == "–"
+    assert rows["kl_cov"]["token entropy, mean: step 1 → last 2"] == \
+        "1.000 (n=1, no interval) → 0.950 (n=1, no interval) (-5%)"
+    assert rows["grpo"]["semantic entropy, mean: step 1 → last 2"] == \
+        "2.000 [2.000, 2.000] → 1.200 [0.952, 1.448] (-40%)"
+    assert rows["sent"]["all agree: step 1 → last 2"] == "0.250 [0.250, 0.250] → 0.875 [0.875, 0.875] (+250%)"
+    assert rows["grpo"]["train reward (last 2)"] == "-0.650 [-0.650, -0.650]"
+    # efficiency: grpo reaches -0.75 at step 3 (30 s), sent at step 2 (22 s)
+    assert rows["grpo"]["steps to reward ≥ -0.75"] == "3.0 [3.0, 3.0]"
+    assert rows["sent"]["seconds to reward ≥ -0.75"] == "22 [22, 22]"
+    assert rows["kl_cov"]["steps to reward ≥ -0.75"] == "– (0/1 reached)"
+    assert rows["sent"]["penalised frac"] == "0.800 [0.800, 0.800]" and rows["grpo"]["penalised frac"] == "–"
+    assert rows["grpo"]["KL term"] == "5.00e-04 [5.00e-04, 5.00e-04]"
+    assert rows["sent"]["× grpo"] == "1.10 [1.10, 1.10]" and rows["grpo"]["× grpo"] == "1.00 [1.00, 1.00]"
+    assert rows["kl_cov"]["× grpo"] == "1.00 (n=1, no interval)"
     assert rows["grpo"]["wall min"] == "1.5" and rows["sent"]["wall min"] == "1.5 (resumed)"
-    assert rows["kl_cov"]["wall min"] == rows["initial model"]["wall min"] == "–"
+    assert rows["kl_cov"]["wall min"] == "–"
+
+    held = _report_rows(report, "| variant | seeds | held-out")
+    assert list(held) == ["initial model", "grpo", "kl_cov", "sent"]
+    assert _mean(held["initial model"]["held-out avg@1"]) == 10.0 and held["initial model"]["seeds"] == "1"
+    assert _mean(held["grpo"]["held-out avg@1"]) == 32.5 and _mean(held["sent"]["held-out pass@2"]) == 82.5
+    low, high = (float(x) for x in held["grpo"]["held-out avg@1"].split("[")[1].rstrip("]").split(", "))
+    assert 15 < low < 32.5 < high < 50  # a bootstrap over 40 problems and 3 seeds
+    assert held["kl_cov"]["held-out avg@1"] == "–"
+    assert held["grpo"]["level 8 (never trained) avg@1"] == "0.0 [0.0, 0.0]"
+    assert held["sent"]["level 8 (never trained) pass@2"] == "100.0 [100.0, 100.0]"
+
+    assert "- **sent vs grpo**: token entropy (last 2 steps): higher than grpo (0.905 vs 0.6) beyond the 95% " \
+           "intervals; " in text
+    assert "train reward (last 2 steps): -0.475 vs -0.65" not in text  # sent's reward is higher beyond the intervals
+    assert "train reward (last 2 steps): higher than grpo" in text
+    assert "steps to reward ≥ -0.75: lower than grpo (2 vs 3) beyond the 95% intervals" in text
+    assert "held-out avg@1 (%): higher than grpo (82.5 vs 32.5) beyond the 95% intervals" in text
+    assert "- **kl_cov vs grpo**: token entropy (last 2 steps): 0.95 vs 0.6, one seed: no interval, cannot tell" in text
+    assert "grpo vs grpo" not in text
     assert (tmp_path / "curves.png").stat().st_size > 20_000
 
-    # the lab's ratio for bench/RESULTS.md, from the same metrics and the report's header
-    table = lab_table(tmp_path)
-    assert table.startswith("Command: `python -m x`\n\nMachine: a test box.\n\nWall time: 3.0 min")
-    assert "| grpo | 10.00 | 1.000x |" in table and "| sent | 11.00 | 1.100x |" in table and "kl_cov" not in table
-    assert table.endswith("SENT vs GRPO per step in this lab: 1.100x.")
-    (tmp_path / "grpo" / "metrics.jsonl").unlink()
-    with pytest.raises(SystemExit, match="no grpo/metrics.jsonl"):
-        lab_table(tmp_path)
+
+def test_curves_band_is_mean_min_max_across_seeds_at_every_logged_step():
+    from recipe.sent.curves import band
+    seeds = []
+    for entropy in (([1.0, 0.5, 0.2], [1.0, 0.7], [0.8, 0.6, 0.4])):
+        seeds.append([json.loads(line) for line in _metrics(entropy, None, 1.0, 0.1, sent=False).splitlines()])
+    steps, mean, low, high = band(seeds, "actor/entropy")
+    assert steps == [1, 2, 3]
+    assert mean == pytest.approx([2.8 / 3, 0.6, 0.3]) and low == [0.8, 0.5, 0.2] and high == [1.0, 0.7, 0.4]
+    assert band(seeds, "sent/entropy_p50") == ([], [], [], [])
+
+
+def test_report_says_within_noise_when_intervals_overlap(tmp_path):
+    for seed in (0, 1, 2):
+        for name, last in (("grpo", [0.5, 0.7, 0.9][seed]), ("sent", [0.6, 0.8, 0.7][seed])):
+            (tmp_path / name / f"seed{seed}").mkdir(parents=True)
+            (tmp_path / name / f"seed{seed}" / "metrics.jsonl").write_text(
+                _metrics([1.0, last], None, 10.0, 0.1, sent=False))
+    text = build_report(tmp_path, ["grpo", "sent"], seeds=[0, 1, 2], ks=[1], last_steps=1,
+                        reward_target=0.5).read_text()
+    assert "token entropy (last 1 steps): 0.7 vs 0.7, within noise (the 95% intervals overlap)" in text
+    assert "steps to reward ≥ 0.5: not measured for both" in text  # no seed reached it
 
 
 # ------------------------------------------------------------------------------------------------ the quick lab
@@ -158,9 +250,10 @@ def _stop_sent_after_step_1(lab: subprocess.Popen, out: Path, stopped: dict) -> 
     """Once `sent` has checkpointed and logged step 1 (verl saves before it logs), freeze its training where it stands
     and SIGTERM the lab, as Ctrl-C or a scheduler would. The freeze lands the stop between steps 1 and 2 on any
     machine; without it a fast one finishes step 2 while the lab shuts the training down."""
-    marker = out / "sent" / "checkpoints" / "latest_checkpointed_iteration.txt"
+    marker = out / "sent" / "seed0" / "checkpoints" / "latest_checkpointed_iteration.txt"
     while lab.poll() is None:
-        if marker.exists() and marker.read_text().strip() == "1" and _step_logged(out / "sent" / "metrics.jsonl", 1):
+        if marker.exists() and marker.read_text().strip() == "1" and \
+                _step_logged(out / "sent" / "seed0" / "metrics.jsonl", 1):
             training = next(child for child in psutil.Process(lab.pid).children()
                             if "recipe.sent.main_sent" in child.cmdline())
             frozen = session_processes(training.pid)
@@ -185,9 +278,9 @@ def quick_lab(tmp_path_factory):
     assert "training" in stopped, f"the lab ended before sent's first checkpoint:\n{first_log[-4000:]}"
     # the lab took its training's whole session down: Ray workers sit in process groups of their own
     assert [process.pid for process in stopped["training"] if is_alive(process)] == []
-    assert (out / "sent" / "checkpoints" / "latest_checkpointed_iteration.txt").read_text().strip() == "1"
-    grpo_done_mtime = (out / "grpo" / "done.json").stat().st_mtime_ns
-    assert not (out / "sent" / "done.json").exists()
+    assert (out / "sent" / "seed0" / "checkpoints" / "latest_checkpointed_iteration.txt").read_text().strip() == "1"
+    grpo_done_mtime = (out / "grpo" / "seed0" / "done.json").stat().st_mtime_ns
+    assert not (out / "sent" / "seed0" / "done.json").exists()
     second = _lab(out, cache)
     second_log, _ = second.communicate(timeout=900)
     assert second.returncode == 0, second_log[-6000:]
@@ -199,39 +292,48 @@ def quick_lab(tmp_path_factory):
 def test_quick_lab_trains_merges_evaluates_and_reports(quick_lab):
     out = quick_lab["out"]
     rows = _report_rows(out / "report.md")
-    assert set(rows) == {"initial model", "grpo", "sent"}
+    held = _report_rows(out / "report.md", "| variant | seeds | held-out")
+    assert set(rows) == {"grpo", "sent"} and set(held) == {"initial model", "grpo", "sent"}
     assert rows["grpo"]["status"] == rows["sent"]["status"] == "done"
     for name in ("initial model", "grpo", "sent"):
-        row = {key: float(rows[name][f"held-out {key}"]) for key in ("avg@1", "avg@2", "avg@4", "pass@1", "pass@2",
+        assert held[name]["seeds"] == "1"
+        row = {key: _mean(held[name][f"held-out {key}"]) for key in ("avg@1", "avg@2", "avg@4", "pass@1", "pass@2",
                                                                       "pass@4")}
         assert all(0.0 <= value <= 100.0 for value in row.values())
         # avg@k is the first k samples' accuracy; over all 4 samples it is the pass@1 estimate; pass@k grows with k
         assert row["avg@4"] == pytest.approx(row["pass@1"], abs=0.06)  # the report rounds to .1
         assert row["pass@1"] <= row["pass@2"] <= row["pass@4"]
+        assert "[" in held[name]["held-out avg@1"]  # a bootstrap over the held-out problems even on one seed
     for name in ("grpo", "sent"):
-        assert "→" in rows[name]["token entropy, mean: start → end"]
-        assert "→" in rows[name]["semantic entropy, mean: start → end"]  # logged by every preset
-        assert float(rows[name]["s/step"]) > 0 and rows[name]["steps"] == "2"
-        assert (out / name / "hf" / "config.json").exists() and not (out / name / "checkpoints").exists()
-        results = json.loads((out / name / "eval" / "results.json").read_text())
+        assert "→" in rows[name]["token entropy, mean: step 1 → last 1"]
+        assert "→" in rows[name]["semantic entropy, mean: step 1 → last 1"]  # logged by every preset
+        assert rows[name]["s/step"].endswith("(n=1, no interval)") and _mean(rows[name]["s/step"]) > 0
+        assert rows[name]["steps"] == "2" and rows[name]["seeds"] == "1"
+        run = out / name / "seed0"
+        assert (run / "hf" / "config.json").exists() and not (run / "checkpoints").exists()
+        results = json.loads((run / "eval" / "results.json").read_text())
         assert results["benchmarks"]["heldout"]["num_problems"] == 19
-    assert rows["grpo"]["× grpo"] == "1.00" and rows["sent"]["penalised frac"] != "–"
+        assert json.loads((run / "done.json").read_text())["seed"] == 0
+    assert rows["grpo"]["× grpo"] == "1.00 (n=1, no interval)" and rows["sent"]["penalised frac"] != "–"
     assert (out / "curves.png").stat().st_size > 20_000
     text = (out / "report.md").read_text()
+    assert "- **sent vs grpo**: token entropy (last 1 steps): " in text and "one seed: no interval, cannot tell" in text
     assert f"Machine: machine=cpu, {len(os.sched_getaffinity(0))} cores of " in text
-    assert "min for this invocation (finished earlier, not counted: grpo)." in text  # the resumed invocation wrote it
+    # the resumed invocation wrote it
+    assert "min for this invocation (finished earlier, not counted: grpo seed 0)." in text
     assert rows["grpo"]["wall min"] != "–" and rows["sent"]["wall min"].endswith("(resumed)")
-    assert "variant 2/2" in quick_lab["second_log"] and "about" in quick_lab["second_log"]  # progress with time left
+    assert "run 2/2: sent seed 0" in quick_lab["second_log"] and "about" in quick_lab["second_log"]  # time left
 
 
 @pytest.mark.slow
-def test_rerun_skips_the_finished_variant_and_resumes_the_killed_one(quick_lab):
+def test_rerun_skips_the_finished_run_and_resumes_the_killed_one(quick_lab):
     out, second_log = quick_lab["out"], quick_lab["second_log"]
-    assert "variant 1/2: grpo: done, skipped" in second_log
-    assert (out / "grpo" / "done.json").stat().st_mtime_ns == quick_lab["grpo_done_mtime"]
+    assert "run 1/2: grpo seed 0: done, skipped" in second_log
+    assert (out / "grpo" / "seed0" / "done.json").stat().st_mtime_ns == quick_lab["grpo_done_mtime"]
     assert "resuming from the checkpoint of step 1" in second_log
     assert "step 2/2" in second_log and "step 1/2" not in second_log  # only step 2 trained again
-    lines = [json.loads(line) for line in (out / "sent" / "metrics.jsonl").read_text().splitlines()]
+    run = out / "sent" / "seed0"
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in lines if "training/global_step" in entry["data"]] == [1, 2]  # both parts
-    assert not (out / "sent" / "metrics.earlier.jsonl").exists()
-    assert (out / "sent" / "train.log").read_text().count("recipe.sent.main_sent") >= 2
+    assert not (run / "metrics.earlier.jsonl").exists()
+    assert (run / "train.log").read_text().count("recipe.sent.main_sent") >= 2

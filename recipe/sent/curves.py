@@ -52,23 +52,39 @@ def _save(fig, axes, path: str | Path, title: str) -> Path:
     return path
 
 
-def plot_variant_curves(runs: dict[str, list[dict]], panels: list[tuple[str, str]], path: str | Path,
+def band(runs: list[list[dict]], metric: str) -> tuple[list[int], list[float], list[float], list[float]]:
+    """(steps, mean, min, max) of one metric across runs (seeds), at every step any of them logged it."""
+    by_step: dict[int, list[float]] = {}
+    for entries in runs:
+        for step, value in zip(*step_series(entries, metric)):
+            by_step.setdefault(step, []).append(value)
+    steps = sorted(by_step)
+    return (steps, [sum(by_step[s]) / len(by_step[s]) for s in steps], [min(by_step[s]) for s in steps],
+            [max(by_step[s]) for s in steps])
+
+
+def plot_variant_curves(runs: dict[str, dict[int, list[dict]]], panels: list[tuple[str, str]], path: str | Path,
                         title: str = "") -> Path:
-    """Several runs on shared panels: `panels` = [(title, metric)], one line per run and panel; dotted vertical
-    lines in the run's colour where its curriculum moved to the next stage."""
+    """Variants on shared panels: `runs` = {variant: {seed: entries}}, `panels` = [(title, metric)]; per panel and
+    variant the mean across seeds as a line and the seeds' min-max as a band; dotted vertical lines in the variant's
+    colour where a seed's curriculum moved to the next stage."""
     fig, axes = _panels(len(panels), width=8)
     colours = {name: f"C{i % 10}" for i, name in enumerate(runs)}
     for ax, (panel, metric) in zip(axes, panels):
         drawn = False
-        for name, entries in runs.items():
-            steps, values = step_series(entries, metric)
+        for name, seeds in runs.items():
+            logged = [entries for entries in seeds.values() if step_series(entries, metric)[0]]
+            steps, mean, low, high = band(logged, metric)
             if steps:
-                ax.plot(steps, values, marker="o", markersize=3, label=name, color=colours[name])
+                ax.plot(steps, mean, marker="o", markersize=3, color=colours[name],
+                        label=f"{name} (mean of {len(logged)} seed{'s' if len(logged) != 1 else ''})")
+                if len(logged) > 1:
+                    ax.fill_between(steps, low, high, color=colours[name], alpha=0.2, linewidth=0)
                 drawn = True
-            for step in stage_starts(entries):
+            for step in sorted({start for entries in seeds.values() for start in stage_starts(entries)}):
                 ax.axvline(step - 0.5, color=colours[name], linestyle=":", alpha=0.6)
         if drawn:
-            ax.legend(fontsize=6, ncol=4)
+            ax.legend(fontsize=6, ncol=3)
         else:
             ax.text(0.5, 0.5, "not logged by these runs", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(f"{panel} ({metric})", fontsize=9)

@@ -1,18 +1,21 @@
 """`python -m recipe.sent.lab [key=value ...]`: the paper's comparison end to end on one machine.
 
-1. data: the bundled graded math set (`recipe.sent.demo_data`), split into train and a held-out set that never trains
-   (every `eval_every`-th problem of each difficulty level);
+1. data: model=toy: the toy task (`verl_ext.toy_task.split_rows`), `toy_train_per_level` problems per trained level
+   and `toy_heldout_per_level` held-out ones per trained level plus the harder held-out level, never trained; other
+   models: the bundled graded math set (`recipe.sent.demo_data`), every `eval_every`-th problem of each difficulty
+   level held out;
 2. semantic-entropy scoring of the train split with the initial model (`runs.score`);
-3. per variant (`lab_config.VARIANTS`: a preset plus its overrides; all else shared): training through
+3. per variant (`lab_config.VARIANTS`: a preset plus its overrides; all else shared) and seed (`seeds`, into
+   `<variant>/seed<k>/`): training through
    `recipe.sent.launch.train` with checkpoints and `resume_mode=auto`, the last checkpoint merged to a Hugging Face
    folder (`verl.model_merger`), evaluated on the held-out set (`verl_ext.eval`: avg@k, pass@k); the initial model
    is evaluated once as the baseline;
-4. `report.md` (a row per variant) and `curves.png` (per step and variant) from `<variant>/metrics.jsonl`
-   (`recipe.sent.lab_report`).
+4. `report.md` (a row per variant: means over seeds with 95% intervals) and `curves.png` (per step and variant, a
+   band across seeds) from `<variant>/seed<k>/metrics.jsonl` (`recipe.sent.lab_report`).
 
-Re-running the same command resumes: a variant with `done.json` (written last) is skipped, an unfinished one resumes
-from its last checkpoint. A variant that fails is written to `failed.json`, shown in the report, and retried on the
-next run. The config is `LabConfig` (`recipe/sent/lab_config.py`), the schema of `configs/lab.yaml`.
+Re-running the same command resumes: a (variant, seed) run with `done.json` (written last) is skipped, an unfinished
+one resumes from its last checkpoint. A run that fails is written to its `failed.json`, shown in the report, and
+retried on the next run. The config is `LabConfig` (`recipe/sent/lab_config.py`), the schema of `configs/lab.yaml`.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import time
 from pathlib import Path
 
 from recipe.sent.lab_config import VARIANTS, LabConfig
-from recipe.sent.lab_report import BENCHMARK, build_report
+from recipe.sent.lab_report import BENCHMARK, build_report, run_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "configs"
@@ -38,16 +41,32 @@ EVAL_TIMEOUT_S = 3600
 
 
 # ------------------------------------------------------------------------------------------------ data and model
-def split_data(out: Path, eval_every: int) -> tuple[Path, Path]:
-    """train.parquet and eval.parquet: every `eval_every`-th problem of each level is held out."""
+def split_data(out: Path, cfg: LabConfig) -> tuple[Path, Path]:
+    """train.parquet and eval.parquet, the same for every seed (toy: `toy_task.split_rows`; else every
+    `eval_every`-th bundled problem of each level is held out)."""
     import pandas as pd
-
-    from recipe.sent.demo_data import demo_rows
 
     train_file, eval_file = out / "train.parquet", out / "eval.parquet"
     if train_file.exists() and eval_file.exists():
         return train_file, eval_file
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.model == "toy":
+        from verl_ext import toy_task
+
+        train, held_out = toy_task.split_rows(
+            {level: cfg.toy_train_per_level for level in toy_task.TRAIN_LEVELS},
+            {level: cfg.toy_heldout_per_level for level in toy_task.LEVELS}, seed=0)
+    else:
+        train, held_out = _bundled_split(cfg.eval_every)
+    pd.DataFrame(held_out).to_parquet(eval_file)
+    pd.DataFrame(train).to_parquet(train_file)
+    print(f"{len(train)} train problems, {len(held_out)} held out -> {out}")
+    return train_file, eval_file
+
+
+def _bundled_split(eval_every: int) -> tuple[list[dict], list[dict]]:
+    from recipe.sent.demo_data import demo_rows
+
     seen: dict[int, int] = {}
     train, held_out = [], []
     for row, test_row in zip(demo_rows("train"), demo_rows("test")):
@@ -57,10 +76,7 @@ def split_data(out: Path, eval_every: int) -> tuple[Path, Path]:
             held_out.append(test_row)
         else:
             train.append(row)
-    pd.DataFrame(held_out).to_parquet(eval_file)
-    pd.DataFrame(train).to_parquet(train_file)
-    print(f"{len(train)} train problems, {len(held_out)} held out -> {out}")
-    return train_file, eval_file
+    return train, held_out
 
 
 def model_dir(cfg: LabConfig) -> Path:
@@ -91,18 +107,26 @@ def score_train(train_file: Path, model: Path, out: Path, cfg: LabConfig) -> Pat
     return scored
 
 
-# ------------------------------------------------------------------------------------------------ one variant
-def variant_overrides(name: str, model: Path, scored: Path, eval_file: Path, out: Path, cfg: LabConfig,
+# ------------------------------------------------------------------------------------------------ one run
+def seed_overrides(seed: int) -> list[str]:
+    """Everything a run's seed sets: the dataloader's shuffle (verl's `data.seed`), vLLM's sampling
+    (`actor_rollout_ref.rollout.seed`), the actor's mini-batch shuffle and the curriculum's within-stage shuffles."""
+    return [f"data.seed={seed}", f"actor_rollout_ref.rollout.seed={seed}",
+            f"actor_rollout_ref.actor.data_loader_seed={seed}", f"data.curriculum.seed={seed}"]
+
+
+def variant_overrides(name: str, seed: int, model: Path, scored: Path, eval_file: Path, out: Path, cfg: LabConfig,
                       machine: str) -> list[str]:
-    """The shared sizes (`runs.training_overrides`), checkpoints for merge and resume, `cfg.train_overrides`, then the
-    variant's own."""
+    """The shared sizes (`runs.training_overrides`), the seed's keys, checkpoints for merge and resume,
+    `cfg.train_overrides`, then the variant's own."""
     from recipe.sent.runs import training_overrides
 
     variant = VARIANTS[name]
     return [
         *training_overrides(model, scored, out, cfg.steps, machine, preset=variant.preset, val_files=eval_file),
+        *seed_overrides(seed),
         f"trainer.save_freq={cfg.save_freq}", "trainer.resume_mode=auto", "trainer.max_actor_ckpt_to_keep=1",
-        f"trainer.experiment_name=lab-{name}",
+        f"trainer.experiment_name=lab-{name}-seed{seed}",
         *cfg.train_overrides,  # shared scale-up; the variant's own overrides still define the variant
         *variant.overrides,
     ]
@@ -126,13 +150,16 @@ def merge(checkpoints: Path, step: int, target: Path) -> Path:
     return target
 
 
-def evaluate(model: Path, tokenizer: Path, eval_file: Path, out: Path, name: str, cfg: LabConfig) -> dict:
-    """The eval harness on the held-out set; returns its results.json (it skips what it already evaluated)."""
+def evaluate(model: Path, tokenizer: Path, eval_file: Path, out: Path, name: str, cfg: LabConfig,
+             seed: int) -> dict:
+    """The eval harness on the held-out set, sampling with `seed`; returns its results.json (it skips what it already
+    evaluated)."""
     command = [
         sys.executable, "-m", "verl_ext.eval", f"model.path={model}", f"model.tokenizer_path={tokenizer}",
         f"run_name={name}", f"output_dir={out}", f"+files.{BENCHMARK}={eval_file}", f"benchmarks=[{BENCHMARK}]",
         f"sampling.n={cfg.eval_samples}", f"ks=[{','.join(map(str, cfg.ks))}]", f"sampling.max_tokens={cfg.max_tokens}",
-        "sampling.top_p=1.0", "sampling.top_k=-1", "vllm.dtype=float32", "vllm.enforce_eager=true",
+        f"sampling.seed={seed}", "sampling.top_p=1.0", "sampling.top_k=-1", "vllm.dtype=float32",
+        "vllm.enforce_eager=true",
         "vllm.max_model_len=1024", "verify.num_workers=1", "paper_columns=", "progress=false",
         # the bundled prompts ask for no answer format and SmolLM2 writes none: the last number is its answer, as in
         # the scoring job (runs.score) and close to the training reward (math-verify on the whole response)
@@ -156,7 +183,8 @@ def run_logged(command: list[str], log: Path, timeout_s: float) -> None:
 
 
 class Progress:
-    """Variant i/n, step, seconds per step and the time left (from the steps and variants timed so far)."""
+    """Run i/n, step, seconds per step and the time left (from the steps and runs timed so far); `names`: one label
+    per (variant, seed) run."""
 
     def __init__(self, names: list[str], steps: int):
         self.names, self.steps = names, steps
@@ -166,7 +194,7 @@ class Progress:
 
     def start(self, index: int) -> None:
         self.current, self.started, self.warming_up = index, time.time(), True
-        print(f"\n== variant {index + 1}/{len(self.names)}: {self.names[index]} ==", flush=True)
+        print(f"\n== run {index + 1}/{len(self.names)}: {self.names[index]} ==", flush=True)
 
     def step(self, step: int, seconds: float) -> None:
         if not self.warming_up:  # the first step of a launch (fresh or resumed) includes its start-up
@@ -184,15 +212,15 @@ class Progress:
         self.variant_seconds.append(time.time() - self.started)
 
 
-def run_variant(name: str, model: Path, scored: Path, eval_file: Path, out: Path, cfg: LabConfig, machine: str,
-                progress: Progress) -> None:
+def run_variant(name: str, seed: int, model: Path, scored: Path, eval_file: Path, out: Path, cfg: LabConfig,
+                machine: str, progress: Progress) -> None:
     """Train (or resume), merge, evaluate; `done.json` last. Raises on failure."""
     from recipe.sent.launch import train
 
     checkpoints = out / "checkpoints"
     resumed = last_checkpoint(checkpoints)
     if resumed < cfg.steps:
-        overrides = variant_overrides(name, model, scored, eval_file, out, cfg, machine)
+        overrides = variant_overrides(name, seed, model, scored, eval_file, out, cfg, machine)
         if resumed:
             print(f"  resuming from the checkpoint of step {resumed}", flush=True)
         train(overrides, out, timeout_s=cfg.timeout_s, total_steps=cfg.steps, echo=lambda _: None,
@@ -201,11 +229,11 @@ def run_variant(name: str, model: Path, scored: Path, eval_file: Path, out: Path
     if step != cfg.steps:
         raise RuntimeError(f"training ended without the checkpoint of step {cfg.steps} (latest: {step})")
     hf = merge(checkpoints, step, out / "hf")
-    results = evaluate(hf, model, eval_file, out / "eval", name, cfg)
+    results = evaluate(hf, model, eval_file, out / "eval", f"{name}-seed{seed}", cfg, seed)
     (out / "failed.json").unlink(missing_ok=True)
     metrics = results["benchmarks"][BENCHMARK]["metrics"]
     wall_s = time.time() - progress.started  # this invocation's share: a resumed variant's earlier part is not counted
-    (out / "done.json").write_text(json.dumps({"variant": name, "steps": cfg.steps, "eval": metrics,
+    (out / "done.json").write_text(json.dumps({"variant": name, "seed": seed, "steps": cfg.steps, "eval": metrics,
                                                "wall_s": round(wall_s, 1), "resumed": resumed > 0}, indent=1))
     if not cfg.keep_checkpoints:  # after the marker: a kill in between never retrains a finished variant
         shutil.rmtree(checkpoints, ignore_errors=True)
@@ -219,40 +247,45 @@ def run_lab(cfg: LabConfig, command: str = "") -> Path:
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     machine = cfg.machine if cfg.machine != "auto" else ("gpu" if gpu_training_available() else "cpu")
-    print(f"== SENT lab: {len(cfg.variants)} variants x {cfg.steps} steps, machine={machine}, out={out} ==", flush=True)
+    print(f"== SENT lab: {len(cfg.variants)} variants x {len(cfg.seeds)} seeds x {cfg.steps} steps, machine={machine}, "
+          f"out={out} ==", flush=True)
     model = model_dir(cfg)
-    train_file, eval_file = split_data(out / "data", cfg.eval_every)
+    train_file, eval_file = split_data(out / "data", cfg)
     print("\n== scoring the train split (semantic entropy) ==", flush=True)
     scored = score_train(train_file, model, out / "scored", cfg)
     print("\n== baseline: the initial model on the held-out set ==", flush=True)
     try:
         if not (out / "baseline" / "eval" / "results.json").exists():
-            evaluate(model, model, eval_file, out / "baseline" / "eval", "initial", cfg)
+            evaluate(model, model, eval_file, out / "baseline" / "eval", "initial", cfg, cfg.seeds[0])
     except Exception as failure:  # noqa: BLE001 - the report says "not evaluated"; the variants still run
         print(f"  baseline evaluation FAILED: {str(failure).splitlines()[0]}", flush=True)
 
-    finished_before = [name for name in cfg.variants if (out / name / "done.json").exists()]
-    progress = Progress(cfg.variants, cfg.steps)
-    for index, name in enumerate(cfg.variants):
-        variant_out = out / name
-        if (variant_out / "done.json").exists():
-            print(f"\n== variant {index + 1}/{len(cfg.variants)}: {name}: done, skipped ==", flush=True)
+    runs = [(name, seed) for name in cfg.variants for seed in cfg.seeds]  # a variant's seeds one after another
+    labels = [f"{name} seed {seed}" for name, seed in runs]
+    finished_before = [label for (name, seed), label in zip(runs, labels)
+                       if (run_dir(out, name, seed) / "done.json").exists()]
+    progress = Progress(labels, cfg.steps)
+    for index, (name, seed) in enumerate(runs):
+        run_out = run_dir(out, name, seed)
+        if (run_out / "done.json").exists():
+            print(f"\n== run {index + 1}/{len(runs)}: {labels[index]}: done, skipped ==", flush=True)
             continue
         progress.start(index)
         try:
-            run_variant(name, model, scored, eval_file, variant_out, cfg, machine, progress)
+            run_variant(name, seed, model, scored, eval_file, run_out, cfg, machine, progress)
             print(f"  done in {time.time() - progress.started:.0f} s", flush=True)
         except Exception as failure:  # noqa: BLE001 - recorded in the report; the lab goes on with the others
-            variant_out.mkdir(parents=True, exist_ok=True)
-            (variant_out / "failed.json").write_text(json.dumps({"variant": name, "error": str(failure)}, indent=1))
+            run_out.mkdir(parents=True, exist_ok=True)
+            (run_out / "failed.json").write_text(json.dumps({"variant": name, "seed": seed, "error": str(failure)},
+                                                            indent=1))
             print(f"  FAILED: {str(failure).splitlines()[0]}", flush=True)
         progress.finish()
 
     wall = f"Wall time: {(time.time() - started) / 60:.1f} min for this invocation"
     wall += (f" (finished earlier, not counted: {', '.join(finished_before)})." if finished_before
-             else " (every variant ran in it).")
+             else " (every run ran in it).")
     run_info = (f"Machine: {describe_machine(machine)}.", "", wall)
-    report = build_report(out, cfg.variants, cfg.ks, cfg.last_steps, command, run_info)
+    report = build_report(out, cfg.variants, cfg.seeds, cfg.ks, cfg.last_steps, cfg.reward_target, command, run_info)
     print(f"\nDone in {time.time() - started:.0f} s.\n  report {report}\n  curves {out / 'curves.png'}")
     print(report.read_text())
     return report

@@ -52,6 +52,8 @@ class LabConfig(TypedConfig):
     """auto (gpu when torch sees CUDA and vLLM is installed, else cpu) | cpu | gpu"""
     variants: list[str] = field(default_factory=lambda: list(VARIANTS))
     """variants to run, in order (grpo, kl_cov, clip_cov, sent, sent_tokens_only, curriculum_only, sent_low_only, sent_released)"""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """every variant trains on each seed (data order, vLLM sampling, curriculum shuffles: `lab.seed_overrides`) into <variant>/seed<k>/; the report's intervals are across them"""
     steps: int = 12
     """training steps of every variant (4 prompts x 4 answers a step)"""
     save_freq: int = 4
@@ -66,6 +68,12 @@ class LabConfig(TypedConfig):
     """pass@k and avg@k for these k (each <= eval_samples)"""
     eval_every: int = 4
     """every eval_every-th problem of each difficulty level is held out (never trains)"""
+    toy_train_per_level: int = 12
+    """model=toy: train problems at each trained level (toy_task.TRAIN_LEVELS)"""
+    toy_heldout_per_level: int = 72
+    """model=toy: held-out problems at each trained level and at the harder held-out level (7 levels x 72 = 504), never trained; other models hold out every eval_every-th bundled problem"""
+    reward_target: float = 0.2
+    """efficiency: the report gives the steps and seconds each run needs until its train reward (critic/score/mean, +1 right / -1 wrong) first reaches this"""
     last_steps: int = 4
     """the report's train reward is the mean over this many last steps"""
     train_overrides: list[str] = field(default_factory=list)
@@ -75,7 +83,7 @@ class LabConfig(TypedConfig):
     keep_checkpoints: bool = False
     """false: a finished variant's checkpoints are removed once merged and evaluated (its HF folder stays)"""
     quick: bool = False
-    """a check of the whole path in minutes: sets model=tiny, variants=[grpo, sent], steps=2, save_freq=1, scoring_samples=3, eval_samples=4, ks=[1, 2, 4], last_steps=1 (set none of these with it)"""
+    """a check of the whole path in minutes: sets model=tiny, variants=[grpo, sent], seeds=[0], steps=2, save_freq=1, scoring_samples=3, eval_samples=4, ks=[1, 2, 4], last_steps=1 (set none of these with it)"""
 
     def validate(self) -> None:
         if self.quick:
@@ -85,6 +93,11 @@ class LabConfig(TypedConfig):
             raise ConfigError(f"variants: unknown {unknown or 'none given'}; known: {', '.join(VARIANTS)}")
         one_of("machine", self.machine, MACHINES)
         for key in ("steps", "save_freq", "scoring_samples", "eval_samples", "eval_every", "last_steps"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1; got {getattr(self, key)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or any(seed < 0 for seed in self.seeds):
+            raise ConfigError(f"seeds must be distinct integers >= 0, at least one; got {self.seeds}")
+        for key in ("toy_train_per_level", "toy_heldout_per_level"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1; got {getattr(self, key)}")
         if self.eval_every < 2:
@@ -104,5 +117,5 @@ class LabConfig(TypedConfig):
             self._normalise(key, value)
 
 
-QUICK = {"model": "tiny", "variants": ["grpo", "sent"], "steps": 2, "save_freq": 1, "scoring_samples": 3,
+QUICK = {"model": "tiny", "variants": ["grpo", "sent"], "seeds": [0], "steps": 2, "save_freq": 1, "scoring_samples": 3,
          "eval_samples": 4, "ks": [1, 2, 4], "last_steps": 1}

@@ -1,5 +1,9 @@
-"""The lab's report (`report.md`, a row per variant and the initial model) and `curves.png`, from what the variants
-left in the lab's output folder (`<variant>/metrics.jsonl`, `eval/results.json`, `done.json`, `failed.json`)."""
+"""The lab's report (`report.md`, a row per variant and the initial model) and `curves.png`, from what each run left in
+the lab's output folder (`<variant>/seed<k>/`: `metrics.jsonl`, `eval/heldout.json`, `done.json`, `failed.json`).
+
+Every number that compares variants is a mean over seeds with its 95% interval (`verl_ext.stats`): a t-interval across
+seeds for per-run numbers, a bootstrap over held-out problems and seeds for held-out accuracy; one sentence per variant
+says which differences from grpo exceed the intervals."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import json
 from pathlib import Path
 
 from recipe.sent.lab_config import VARIANTS
+from verl_ext.stats import Interval, bootstrap_over_problems_and_seeds, first_reaching, in_words, seed_interval
 
 BENCHMARK = "heldout"  # the held-out split's name in the eval harness's results
 
@@ -51,102 +56,231 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def run_dir(out: Path, name: str, seed: int) -> Path:
+    """Where one (variant, seed) run writes: metrics.jsonl, checkpoints/, hf/, eval/, done.json or failed.json."""
+    return out / name / f"seed{seed}"
+
+
+def run_summary(entries: list[dict], last_steps: int, reward_target: float) -> dict:
+    """One run's numbers: step 1 and the mean of the last `last_steps` steps of each curve, the train reward's
+    last steps, the steps and seconds until the train reward first reaches `reward_target`, seconds per step."""
+    from recipe.sent.curves import step_series
+
+    def first_and_last(metric: str) -> tuple[float | None, float | None]:
+        values = step_series(entries, metric)[1]
+        return (values[0], _mean(values[-last_steps:])) if values else (None, None)
+
+    steps, rewards = step_series(entries, "critic/score/mean")
+    step_times = dict(zip(*step_series(entries, "timing_s/step")))
+    reached = first_reaching(steps, rewards, reward_target)
+    summary = {"steps": len(steps), "reward": _mean(rewards[-last_steps:]), "steps_to_target": reached,
+               "seconds_to_target": (sum(t for s, t in step_times.items() if s <= reached)
+                                     if reached is not None and step_times else None),
+               "s_per_step": _mean(after_warm_up(list(step_times.values()))),
+               "penalised": _mean(step_series(entries, "lab/penalised_frac")[1]),
+               "kl_term": _mean(step_series(entries, "lab/kl_term")[1]),
+               "clipfrac": _mean(step_series(entries, "actor/pg_clipfrac")[1])}
+    for key, metric in (("entropy", "actor/entropy"), ("entropy_p50", "lab/entropy_p50"),
+                        ("semantic_entropy", "semantic_entropy/mean"), ("agree_frac", "semantic_entropy/agree_frac")):
+        summary[f"{key}_first"], summary[f"{key}_last"] = first_and_last(metric)
+    return summary
+
+
+def heldout_scores(eval_dir: Path, ks: list[int]) -> dict[str, list[float]] | None:
+    """Per held-out problem (in the eval file's order), avg@k and pass@k as fractions, from the harness's
+    `<eval>/heldout.json`; None when the run was not evaluated."""
+    from verl_ext.eval.metrics import avg_at_k, pass_at_k
+
+    path = eval_dir / f"{BENCHMARK}.json"
+    if not path.exists():
+        return None
+    problems = sorted(json.loads(path.read_text())["problems"], key=lambda p: p["index"])
+    scores: dict[str, list[float]] = {}
+    for k in ks:
+        scores[f"avg@{k}"] = [avg_at_k(p["correct"], k) for p in problems]
+        scores[f"pass@{k}"] = [pass_at_k(len(p["correct"]), sum(p["correct"]), k) for p in problems]
+    return scores
+
+
+def heldout_intervals(per_seed: list[dict[str, list[float]]], columns: list[str], problems: list[int] | None = None
+                      ) -> dict[str, Interval]:
+    """Each column's mean over problems and seeds with its bootstrap interval; `problems`: only these indices."""
+    out = {}
+    for column in columns:
+        table = [[scores[column][i] for i in (problems if problems is not None else range(len(scores[column])))]
+                 for scores in per_seed]
+        if table and table[0]:
+            out[column] = bootstrap_over_problems_and_seeds(table)
+    return out
+
+
+def untrained_levels(out: Path) -> tuple[list[int], list[int]]:
+    """(levels held out only, indices of the held-out problems at those levels) from the lab's data split."""
+    import pandas as pd
+
+    train_file, eval_file = out / "data" / "train.parquet", out / "data" / "eval.parquet"
+    if not (train_file.exists() and eval_file.exists()):
+        return [], []
+    trained = {info.get("level") for info in pd.read_parquet(train_file, columns=["extra_info"])["extra_info"]}
+    levels = [info.get("level") for info in pd.read_parquet(eval_file, columns=["extra_info"])["extra_info"]]
+    new = sorted({level for level in levels if level not in trained and level is not None})
+    return new, [i for i, level in enumerate(levels) if level in new]
+
+
 def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "–" if value is None else format(value, spec)
 
 
-def variant_summary(entries: list[dict], last_steps: int) -> dict:
-    from recipe.sent.curves import step_series
-
-    def series(metric: str) -> list[float]:
-        return step_series(entries, metric)[1]
-
-    entropy, p50 = series("actor/entropy"), series("lab/entropy_p50")
-    semantic, agree = series("semantic_entropy/mean"), series("semantic_entropy/agree_frac")
-    step_times = series("timing_s/step")
-    return {
-        "steps": len(series("critic/score/mean")),
-        "entropy": (entropy[0], entropy[-1]) if entropy else None,
-        "entropy_p50": (p50[0], p50[-1]) if p50 else None,
-        "semantic_entropy": (semantic[0], semantic[-1]) if semantic else None,
-        "agree_frac": (agree[0], agree[-1]) if agree else None,
-        "reward": _mean(series("critic/score/mean")[-last_steps:]),
-        "clipfrac": _mean(series("actor/pg_clipfrac")),
-        "penalised": _mean(series("lab/penalised_frac")),
-        "kl_term": _mean(series("lab/kl_term")),
-        "s_per_step": _mean(after_warm_up(step_times)),
-    }
+def _cell(interval: Interval | None, spec: str = ".3f", scale: float = 1.0) -> str:
+    return "–" if interval is None else interval.format(spec, scale)
 
 
-def _start_end(pair: tuple[float, float] | None) -> str:
-    if pair is None:
+def _change(first: Interval | None, last: Interval | None) -> str:
+    if first is None or last is None:
         return "–"
-    start, end = pair
-    change = f" ({(end - start) / abs(start):+.0%})" if start else ""
-    return f"{start:.3f} → {end:.3f}{change}"
+    change = f" ({(last.mean - first.mean) / abs(first.mean):+.0%})" if first.mean else ""
+    return f"{first.format()} → {last.format()}{change}"
 
 
-def build_report(out: Path, names: list[str], ks: list[int], last_steps: int, command: str = "",
-                 run_info: tuple[str, ...] = ()) -> Path:
-    """report.md (a row per variant and the baseline) and curves.png from what the variants left in `out`;
-    `run_info`: lines on the machine and the wall time, written under the command."""
+def _percent(interval: Interval | None) -> Interval | None:
+    return None if interval is None else Interval(
+        interval.mean * 100, *(None if x is None else x * 100 for x in (interval.low, interval.high)), interval.n)
+
+
+def _status(out: Path, name: str, seeds: list[int]) -> str:
+    failed = {seed: run_dir(out, name, seed) / "failed.json" for seed in seeds}
+    failed = {seed: path for seed, path in failed.items() if path.exists()}
+    if failed:
+        errors = [f"seed {seed}: " + json.loads(path.read_text())["error"].splitlines()[0].replace("|", "\\|")[:200]
+                  for seed, path in failed.items()]
+        return "failed: " + "; ".join(errors)
+    done = sum((run_dir(out, name, seed) / "done.json").exists() for seed in seeds)
+    return "done" if done == len(seeds) else f"not finished ({done}/{len(seeds)} seeds done)"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *["| " + " | ".join(row) + " |" for row in rows]]
+
+
+def build_report(out: Path, names: list[str], seeds: list[int], ks: list[int], last_steps: int,
+                 reward_target: float, command: str = "", run_info: tuple[str, ...] = ()) -> Path:
+    """report.md (training table, held-out table, one sentence per variant against grpo) and curves.png from what
+    the runs left in `out`; `run_info`: lines on the machine and the wall time, written under the command."""
     from recipe.sent.curves import plot_variant_curves
     from recipe.sent.launch import read_metrics
 
-    runs = {name: derived_metrics(read_metrics(out / name / "metrics.jsonl")) for name in names}
-    summaries = {name: variant_summary(entries, last_steps) for name, entries in runs.items()}
-    grpo_speed = summaries.get("grpo", {}).get("s_per_step")
-    eval_cols = [f"avg@{k}" for k in ks] + [f"pass@{k}" for k in ks]
-    header = ["variant", "status", "steps", "token entropy, mean: start → end", "entropy p50: start → end",
-              "semantic entropy, mean: start → end", "all agree: start → end",
-              f"train reward (last {last_steps})", *[f"held-out {c}" for c in eval_cols], "clip frac",
-              "penalised frac", "KL term", "s/step", "× grpo", "wall min"]
+    runs = {name: {seed: derived_metrics(read_metrics(run_dir(out, name, seed) / "metrics.jsonl")) for seed in seeds}
+            for name in names}
+    per_run = {name: {seed: run_summary(entries, last_steps, reward_target) for seed, entries in by_seed.items()
+                      if entries} for name, by_seed in runs.items()}
+
+    def across(name: str, key: str) -> Interval | None:
+        return seed_interval([s[key] for s in per_run[name].values() if s[key] is not None])
+
+    # seconds per step against grpo: the ratio on each seed both ran, then its interval across seeds
+    grpo_runs = per_run.get("grpo", {})
+    ratios = {name: seed_interval([s["s_per_step"] / grpo_runs[seed]["s_per_step"] for seed, s in by_seed.items()
+                                   if s["s_per_step"] and grpo_runs.get(seed, {}).get("s_per_step")])
+              for name, by_seed in per_run.items()}
+    target = f"reward ≥ {reward_target:g}"
+    header = ["variant", "status", "seeds", "steps", f"token entropy, mean: step 1 → last {last_steps}",
+              f"entropy p50: step 1 → last {last_steps}", f"semantic entropy, mean: step 1 → last {last_steps}",
+              f"all agree: step 1 → last {last_steps}", f"train reward (last {last_steps})",
+              f"steps to {target}", f"seconds to {target}", "clip frac", "penalised frac", "KL term", "s/step",
+              "× grpo", "wall min"]
     rows = []
-    baseline = _read_eval(out / "baseline" / "eval")
-    rows.append(["initial model", "baseline" if baseline else "not evaluated", "0", "–", "–", "–", "–", "–",
-                 *[_fmt((baseline or {}).get(c), ".1f") for c in eval_cols], "–", "–", "–", "–", "–", "–"])
     for name in names:
-        failed, done = out / name / "failed.json", out / name / "done.json"
-        if failed.exists():
-            error = json.loads(failed.read_text())["error"].splitlines()[0].replace("|", "\\|")[:200]
-            status = f"failed: {error}"
-        else:
-            status = "done" if done.exists() else "not finished"
-        marker = json.loads(done.read_text()) if done.exists() else {}
-        wall = _fmt(marker["wall_s"] / 60, ".1f") if "wall_s" in marker else "–"
-        wall += " (resumed)" if marker.get("resumed") else ""
-        s, evaluated = summaries[name], _read_eval(out / name / "eval") or {}
-        ratio = s["s_per_step"] / grpo_speed if s["s_per_step"] and grpo_speed else None
-        rows.append([name, status, str(s["steps"]), _start_end(s["entropy"]), _start_end(s["entropy_p50"]),
-                     _start_end(s["semantic_entropy"]), _start_end(s["agree_frac"]),
-                     _fmt(s["reward"]), *[_fmt(evaluated.get(c), ".1f") for c in eval_cols], _fmt(s["clipfrac"]),
-                     _fmt(s["penalised"]), _fmt(s["kl_term"], ".2e"), _fmt(s["s_per_step"], ".1f"),
-                     _fmt(ratio, ".2f"), wall])
+        markers = [json.loads(path.read_text()) for seed in seeds
+                   if (path := run_dir(out, name, seed) / "done.json").exists()]
+        wall = _fmt(sum(m["wall_s"] for m in markers) / 60, ".1f") if markers else "–"
+        wall += " (resumed)" if any(m.get("resumed") for m in markers) else ""
+        reached = sum(s["steps_to_target"] is not None for s in per_run[name].values())
+        reach_note = f" ({reached}/{len(per_run[name])} reached)" if reached < len(per_run[name]) else ""
+        steps = sorted({s["steps"] for s in per_run[name].values()})
+        rows.append([name, _status(out, name, seeds), str(len(per_run[name])), "/".join(map(str, steps)) or "0",
+                     *[_change(across(name, f"{key}_first"), across(name, f"{key}_last"))
+                       for key in ("entropy", "entropy_p50", "semantic_entropy", "agree_frac")],
+                     _cell(across(name, "reward")), _cell(across(name, "steps_to_target"), ".1f") + reach_note,
+                     _cell(across(name, "seconds_to_target"), ".0f") + reach_note,
+                     _cell(across(name, "clipfrac")), _cell(across(name, "penalised")),
+                     _cell(across(name, "kl_term"), ".2e"), _cell(across(name, "s_per_step"), ".1f"),
+                     _cell(ratios.get(name), ".2f"), wall])
+
+    # held-out: per problem and seed, bootstrapped over both
+    columns = [f"avg@{k}" for k in ks] + [f"pass@{k}" for k in ks]
+    new_levels, new_problems = untrained_levels(out)
+    new_columns = [f"avg@{ks[0]}", f"pass@{ks[-1]}"] if new_levels else []
+    baseline = heldout_scores(out / "baseline" / "eval", ks)
+    heldout: dict[str, tuple[dict, dict, int]] = {}
+    for name in ["initial model", *names]:
+        per_seed = [baseline] if name == "initial model" and baseline else [
+            scores for seed in seeds if name != "initial model"
+            and (scores := heldout_scores(run_dir(out, name, seed) / "eval", ks)) is not None]
+        if per_seed:
+            heldout[name] = (heldout_intervals(per_seed, columns),
+                             heldout_intervals(per_seed, new_columns, new_problems) if new_levels else {},
+                             len(per_seed))
+    level_label = "level " + ", ".join(map(str, new_levels)) + " (never trained)"
+    held_header = ["variant", "seeds", *[f"held-out {c}" for c in columns],
+                   *[f"{level_label} {c}" for c in new_columns]]
+    held_rows = []
+    for name in ["initial model", *names]:
+        if name not in heldout:
+            held_rows.append([name, "0", *["–"] * (len(columns) + len(new_columns))])
+            continue
+        overall, new, count = heldout[name]
+        held_rows.append([name, str(count), *[_cell(overall.get(c), ".1f", 100) for c in columns],
+                          *[_cell(new.get(c), ".1f", 100) for c in new_columns]])
+
+    # in words: each variant against grpo
+    sentences = []
+    for name in names:
+        if name == "grpo" or "grpo" not in per_run:
+            continue
+        pair = (name, "grpo")
+        clauses = [in_words(f"token entropy (last {last_steps} steps)", across(name, "entropy_last"),
+                            across("grpo", "entropy_last"), pair),
+                   in_words(f"semantic entropy (last {last_steps} steps)", across(name, "semantic_entropy_last"),
+                            across("grpo", "semantic_entropy_last"), pair),
+                   in_words(f"train reward (last {last_steps} steps)", across(name, "reward"),
+                            across("grpo", "reward"), pair),
+                   in_words(f"steps to {target}", across(name, "steps_to_target"),
+                            across("grpo", "steps_to_target"), pair),
+                   in_words("s/step", across(name, "s_per_step"), across("grpo", "s_per_step"), pair)]
+        if name in heldout and "grpo" in heldout:
+            for column in (f"avg@{ks[0]}", f"pass@{ks[-1]}"):
+                clauses.append(in_words(f"held-out {column} (%)", _percent(heldout[name][0].get(column)),
+                                        _percent(heldout["grpo"][0].get(column)), pair))
+        sentences.append(f"- **{name} vs grpo**: " + "; ".join(clauses) + ".")
+
     lines = ["# SENT lab", ""]
     if command:
         lines += [f"Command: `{command}`", ""]
     lines += [*run_info, ""] if run_info else []
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    notes = ("Held-out: avg@k and pass@k in percent on problems that never trained. Token entropy: "
-             "`actor/entropy` (mean over response tokens), p50: `sent/entropy_p50` (SENT's step selection). "
+    lines += [f"Seeds: {', '.join(map(str, seeds))}. Each cell: the mean over seeds [95% interval]; across seeds a "
+              "Student-t interval, for held-out accuracy a bootstrap over problems and seeds.", ""]
+    lines += _table(header, rows)
+    lines += ["", *_table(held_header, held_rows)]
+    if sentences:
+        lines += ["", "Against grpo (a difference counts when the two 95% intervals do not overlap):", "", *sentences]
+    notes = ("Held-out: avg@k and pass@k in percent on problems that never trained (the initial model: one "
+             "evaluation, bootstrapped over problems). Token entropy: `actor/entropy` (mean over response tokens), "
+             "p50: `sent/entropy_p50` (SENT's step selection); step 1 against the mean of the last steps. "
              "Semantic entropy: `semantic_entropy/mean`, the mean over a step's prompts of the entropy of its n "
              "answers' math-verify clusters (the scoring job's clustering, in nats); all agree: "
              "`semantic_entropy/agree_frac`, the share of prompts whose answers form one cluster. "
+             f"Steps / seconds to {target}: the first step whose `critic/score/mean` (+1 right, -1 wrong) reaches it, "
+             "and `timing_s/step` summed up to it (seeds that never reach it are left out and counted). "
              "KL term: `actor/sent/kl_term` + `actor/kl_coef` x `actor/kl_loss` (KL-Cov's penalty sits inside "
-             "its policy loss and is not counted). s/step: `timing_s/step` without the first step. wall min: training, "
-             "merge and evaluation of the variant in the invocation that finished it (resumed: the part after the resume).")
+             "its policy loss and is not counted). s/step: `timing_s/step` without the first step; × grpo: the ratio "
+             "on each seed, then its interval. wall min: training, merge and evaluation of all seeds in the "
+             "invocations that finished them (resumed: the part after the resume).")
     lines += ["", notes, "", "| variant | preset | overrides | what |", "|---|---|---|---|"]
     lines += [f"| {name} | {VARIANTS[name].preset} | `{' '.join(VARIANTS[name].overrides)}` | {VARIANTS[name].what} |"
               for name in names]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
-    plot_variant_curves(runs, CURVE_PANELS, out / "curves.png", title="SENT lab (dotted: curriculum stage starts)")
+    plot_variant_curves(runs, CURVE_PANELS, out / "curves.png",
+                        title="SENT lab: mean over seeds, band min-max (dotted: curriculum stage starts)")
     return report
-
-
-def _read_eval(eval_dir: Path) -> dict | None:
-    results = eval_dir / "results.json"
-    if not results.exists():
-        return None
-    return json.loads(results.read_text())["benchmarks"][BENCHMARK]["metrics"]
