@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import tempfile
 import time
@@ -52,7 +53,7 @@ def profile_overrides(model: Path, data: Path, out: Path, steps: int, preset: st
 
 
 def run_config(name: str, extra: list[str], model: Path, data: Path, tmp: Path, steps: int, preset: str) -> dict:
-    out = tmp / f"{name}-{time.time_ns()}"
+    out = tmp / f"{re.sub(r'[^A-Za-z0-9_.+-]', '_', name)}-{time.time_ns()}"  # the path goes into Hydra overrides
     started = time.time()
     entries = train([*profile_overrides(model, data, out, steps, preset), *extra], out, timeout_s=1800,
                     total_steps=steps, echo=lambda _: None).metrics()
