@@ -189,7 +189,7 @@ def test_wait_counts_wall_time_not_sleeps(fake):
 
 
 def test_wait_stops_when_a_watched_step_dies(fake):
-    env = fake(["gpu01"], FAKE_FAILS="100")
+    env = fake(["gpu01"], FAKE_FAILS="1000000")  # never up: only the dead step can end the wait
     started = time.time()
     done = bash('(sleep 1; exit 3) & sent_watch_step $! "the Ray head on gpu01"; sent_wait_for_nodes 1 120 x:1', env,
                 check=False)
