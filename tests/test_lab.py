@@ -19,6 +19,7 @@ import pytest
 
 import pandas as pd
 
+from bench.lab_step_time import lab_table
 from recipe.sent.lab import seed_overrides, split_data, variant_overrides
 from recipe.sent.lab_report import build_report
 from recipe.sent.lab_config import QUICK, VARIANTS, LabConfig
@@ -204,6 +205,18 @@ def test_report_builder_on_fixture_metrics(tmp_path):
     assert "- **kl_cov vs grpo**: token entropy (last 2 steps): 0.95 vs 0.6, one seed: no interval, cannot tell" in text
     assert "grpo vs grpo" not in text
     assert (tmp_path / "curves.png").stat().st_size > 20_000
+
+    # the lab's ratio for bench/RESULTS.md, from the same per-seed metrics and the report's header
+    table = lab_table(tmp_path)
+    assert table.startswith("Command: `python -m x`\n\nMachine: a test box.\n\nWall time: 3.0 min")
+    assert "| grpo | 10.00 | 10.00-10.00 | 1.000x |" in table and "| sent | 11.00 | 11.00-11.00 | 1.100x |" in table
+    assert "| kl_cov | 10.00 | 10.00-10.00 | 1.000x |" in table  # its one finished seed
+    assert [row.split("|")[-3:-1] for row in table.splitlines() if row.startswith("| sent")] == [[" 3 ", " 9 "]]
+    assert table.endswith("SENT vs GRPO per step in this lab: 1.100x.")
+    for seed in (0, 1, 2):
+        (tmp_path / "grpo" / f"seed{seed}" / "metrics.jsonl").unlink()
+    with pytest.raises(SystemExit, match="no grpo/seed"):
+        lab_table(tmp_path)
 
 
 def test_curves_band_is_mean_min_max_across_seeds_at_every_logged_step():
