@@ -22,11 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
-
 from bench.results import write_section
+from bench.scored_data import scored_demo_data
 from recipe.sent.curves import step_series
-from recipe.sent.demo_data import demo_rows
 from recipe.sent.launch import train
 from recipe.sent.runs import tiny_model_dir, training_overrides
 
@@ -34,15 +32,6 @@ PROMPTS, ANSWERS, TOKENS = 16, 8, 64
 # phases in the order verl runs them; "other" is the rest of timing_s/step
 PHASES = ("timing_s/gen", "timing_s/reward", "timing_s/old_log_prob", "timing_s/ref", "timing_s/adv",
           "timing_s/update_actor", "timing_s/update_weights", "timing_s/semantic_entropy")
-
-
-def scored_demo_data(path: Path) -> Path:
-    """The demo set with a synthetic SE column (the curriculum is not what is timed here)."""
-    rows = demo_rows("train")
-    for index, row in enumerate(rows):
-        row["extra_info"]["semantic_entropy"] = float(row["extra_info"]["level"]) + index * 1e-3
-    pd.DataFrame(rows).to_parquet(path)
-    return path
 
 
 def profile_overrides(model: Path, data: Path, out: Path, steps: int, preset: str) -> list[str]:

@@ -16,25 +16,14 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import pandas as pd
-
 from bench.results import write_section
+from bench.scored_data import scored_demo_data
 from recipe.sent.curves import step_series
 from recipe.sent.runs import smollm2_hf_dir, tiny_model_dir, training_overrides
-from recipe.sent.demo_data import demo_rows
 from recipe.sent.launch import train
 
 PRESETS = ("grpo", "sent")
 TIMINGS = ("timing_s/step", "timing_s/gen", "timing_s/adv", "timing_s/update_actor")
-
-
-def scored_demo_data(path: Path) -> Path:
-    """The demo set with a synthetic SE column (the curriculum is not what is timed here)."""
-    rows = demo_rows("train")
-    for index, row in enumerate(rows):
-        row["extra_info"]["semantic_entropy"] = float(row["extra_info"]["level"]) + index * 1e-3
-    pd.DataFrame(rows).to_parquet(path)
-    return path
 
 
 def main() -> None:
