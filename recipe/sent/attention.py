@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 VERL_DEFAULT = "flash_attention_2"  # what verl loads when override_config has no attn_implementation
 FLASH = "flash_attention_2"
@@ -65,10 +65,10 @@ def apply_attention_choice(config, flash_attn: tuple[bool, str] | None = None) -
     flash_attn = flash_attn_status() if flash_attn is None else flash_attn
     choices = {}
     for model_key, owner_key in MODEL_SECTIONS:
-        model = _select(config, model_key)
+        model = OmegaConf.select(config, model_key)
         if model is None or "override_config" not in model:
             continue
-        owner = _select(config, owner_key)
+        owner = OmegaConf.select(config, owner_key)
         ulysses = int(owner.get("ulysses_sequence_parallel_size", 1) or 1) if owner is not None else 1
         requested = model.override_config.get("attn_implementation", None)
         try:
@@ -82,13 +82,5 @@ def apply_attention_choice(config, flash_attn: tuple[bool, str] | None = None) -
     if actor is None:
         return "attention: no model section found"
     return (f"attention: {actor.implementation} ({actor.why}); use_remove_padding="
-            f"{_select(config, 'actor_rollout_ref.model.use_remove_padding')}")
+            f"{OmegaConf.select(config, 'actor_rollout_ref.model.use_remove_padding')}")
 
-
-def _select(config, key: str):
-    node = config
-    for part in key.split("."):
-        if node is None or part not in node:
-            return None
-        node = node[part]
-    return node
