@@ -3,7 +3,8 @@
 # the bundled math set, 4 prompts x 2 answers a step, 2 steps, a checkpoint every step. About 2 minutes on 2 cores.
 # It checks a set-up, not the method: run it where the real job will run, e.g. under Slurm before a GPU run (Slurm,
 # Ray, the network between nodes, the venv). Metrics of every step: $LOG_DIR/metrics.jsonl (verl's file logger; an
-# earlier run's file is kept as metrics.1.jsonl, metrics.2.jsonl, ...).
+# earlier run's file is kept as metrics.1.jsonl, metrics.2.jsonl, ...; a step in two files was logged, then killed
+# before its checkpoint, and redone: the later file's line counts).
 #
 #   bash scripts/run_tiny_cpu.sh                                             # here (starts its own Ray)
 #   sbatch --nodes=2 --gpus-per-node=1 --cpus-per-task=16 scripts/slurm/train.sbatch scripts/run_tiny_cpu.sh

@@ -95,6 +95,19 @@ def test_sent_trains_in_bf16_with_exact_selection_counts(workdir, tiny_model):
     assert steps[1]["sent/entropy_p90"] - steps[1]["sent/entropy_p10"] < 0.1  # bf16-quantised, heavily tied
 
 
+def test_each_checkpoint_is_saved_after_its_step_is_logged(sent_run):
+    """verl's fit saves before it logs; the trainer defers the save to right after the log, so a job killed in
+    between redoes (and logs) the step instead of resuming past a step with no metrics. Both lines come from the
+    trainer's process, in order."""
+    from recipe.sent.trainer import SAVED_LINE
+
+    lines = sent_run.log.read_text().splitlines()
+    logged = [next(i for i, line in enumerate(lines) if f"step:{step} - " in line) for step in (1, 2)]
+    saved = [next(i for i, line in enumerate(lines) if f"{SAVED_LINE} {step} in " in line) for step in (1, 2)]
+    assert logged[0] < saved[0] < logged[1] < saved[1], (logged, saved)
+    assert (sent_run.out_dir / "checkpoints" / "global_step_1" / "actor").is_dir()
+
+
 def test_validation_runs_with_the_reward_on_the_validation_set(sent_run):
     validation = [entry for entry in sent_run.metrics() if any(k.startswith("val-") for k in entry["data"])]
     assert [entry["step"] for entry in validation] == [0], "val_before_train=true validates once, before step 1"

@@ -53,9 +53,9 @@ def train(overrides: list[str], out_dir: str | Path, *, timeout_s: float, total_
     """Train with `overrides`; `metrics.jsonl`, `train.log` land in `out_dir`. Raises TrainingFailed on a non-zero exit
     or when `timeout_s` passes (every process of the training's session is killed, Ray's workers and vLLM included;
     also when this process is interrupted). `keep_metrics`: a resumed run keeps the steps an earlier run logged in
-    `metrics.jsonl` (verl's file logger truncates the file); a step checkpointed but killed before verl logged it has
-    no line, since verl saves a step's checkpoint before it logs the step. `on_step(step, seconds)` is called as each
-    step finishes."""
+    `metrics.jsonl` (verl's file logger truncates the file); a step logged but killed before its checkpoint (the
+    trainer saves right after the log) is redone, and the later run's line is kept. `on_step(step, seconds)` is called
+    as each step finishes."""
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     log, metrics_file = out_dir / "train.log", out_dir / "metrics.jsonl"

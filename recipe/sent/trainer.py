@@ -33,6 +33,7 @@ TRAINER_MODE = "sent_sync"
 VERL_MODE = "sync"
 SE_CONFIG_KEY = "semantic_entropy_metrics"
 SE_PREFIX = "semantic_entropy/"
+SAVED_LINE = "[sent] checkpoint saved after logging step"  # on_train_begin; its order is tested end to end
 SE_TIMING = "semantic_entropy"  # timing_s/semantic_entropy: what the metric adds to the step on the trainer's thread
 
 
@@ -113,6 +114,31 @@ class SentSyncTrainer(PPOTrainerSync):
         self.semantic_entropy = (RolloutSemanticEntropy(se_config, self.tokenizer)
                                  if se_config is not None and se_config.get("enable", False) else None)
         super().on_init_end()
+
+    def on_train_begin(self):
+        super().on_train_begin()
+        # verl's fit saves a step's checkpoint before it logs the step, so a job killed in between (a Slurm requeue)
+        # resumed past a step whose metrics were never written. From here on the save runs right after the log: a
+        # kill in between redoes the step and logs it again (the launchers keep the later run's line).
+        log = self.logger.log
+
+        def log_then_save(data, step, backend=None):
+            log(data=data, step=step, backend=backend)
+            if self._checkpoint_due:
+                self._checkpoint_due = False
+                started = time.time()
+                super(SentSyncTrainer, self)._save_checkpoint()
+                # the step's timing_s/* went out with its metrics (timing_s/save_checkpoint times only the deferral)
+                print(f"{SAVED_LINE} {step} in {time.time() - started:.1f} s", flush=True)
+
+        self.logger.log = log_then_save
+        self._checkpoint_due, self._defer_checkpoint = False, True
+
+    def _save_checkpoint(self):
+        if getattr(self, "_defer_checkpoint", False):
+            self._checkpoint_due = True  # saved by log_then_save (on_train_begin) once the step is logged
+            return
+        super()._save_checkpoint()
 
     def _next_train_batch(self, num_prompts: int | None = None) -> TensorDict:
         # In sync mode the prompts fetched while preparing a step are the ones that step trains on.

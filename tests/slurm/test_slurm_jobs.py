@@ -116,11 +116,12 @@ def test_one_node_training_requeued_near_its_time_limit_resumes(slurm_cluster, s
     earlier = training_steps(metrics(logs / "metrics.1.jsonl"))
     later = training_steps(metrics(logs / "metrics.jsonl"))
     assert earlier == list(range(1, len(earlier) + 1)) and later == list(range(later[0], steps + 1)), (earlier, later)
-    # the second run resumed from the latest checkpoint and trained each later step once. verl saves a step's
-    # checkpoint before it logs the step, so a requeue landing between the two leaves that one step without its line
-    # (its training is kept); no step is logged twice.
+    # the second run resumed from the latest checkpoint. The trainer saves a step's checkpoint right after it logs the
+    # step, so a requeue landing between the two leaves at most that one step logged by the first run and redone by
+    # the second (whose line counts): together every step is there exactly once, none lost.
     resumed = later[0] - 1
-    assert resumed - earlier[-1] in (0, 1), (earlier, later)
+    assert earlier[-1] - resumed in (0, 1), (earlier, later)
+    assert [step for step in earlier if step <= resumed] + later == list(range(1, steps + 1)), (earlier, later)
     assert f"Resuming from {logs.parents[2]}/checkpoints/sent/tiny-cpu-sent/global_step_{resumed}" in job.output.split(
         "(restart 1)")[1]
     job.output = job.output.split("(restart 1)")[1]
