@@ -8,6 +8,7 @@ log-probabilities.
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -16,6 +17,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .config import OpenAIConfig, SamplingConfig
+
+CPU_KV_CACHE_BYTES = 1 << 30  # vLLM-CPU's KV cache when neither the config nor VLLM_CPU_KVCACHE_SPACE sizes it
 
 
 @dataclass
@@ -38,6 +41,10 @@ class VLLMBackend:
             # ("CPU Generator does not use offset", gpu_model_runner._bookkeeping_sync); per-prompt seeds are what
             # makes resumes exact, so chunked prefill is turned off on CPU instead.
             kwargs["enable_chunked_prefill"] = False
+        if "kv_cache_memory_bytes" not in kwargs and _vllm_on_cpu() and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+            # without an explicit KV cache size vLLM-CPU reserves gpu_memory_utilization (0.92) of the node's RAM and
+            # refuses to start when other processes hold more than 8% of it
+            kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
         self.llm = LLM(model=model, tokenizer=tokenizer or model, **kwargs)
 
     def generate(self, prompt_ids: list[list[int]], s: SamplingConfig, seeds: list[int]) -> list[list[Sample]]:
