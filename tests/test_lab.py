@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 from bench.lab_step_time import lab_table
 from recipe.sent.lab import seed_overrides, split_data, variant_overrides
@@ -50,6 +51,30 @@ def test_train_overrides_reach_every_variant_and_the_variant_keeps_its_own(recip
         assert str(composed.data.curriculum.enable).lower() == ("false" if name == "grpo" else "true")
 
 
+def test_the_models_regime_reaches_every_variant_and_train_overrides_come_after_it(recipe_config, tmp_path):
+    """model=toy: the toy regime (lab_config.REGIMES) is what every variant shares; the variants still differ only in
+    their own overrides, and train_overrides (a user's scale-up) win over the regime."""
+    from recipe.sent.lab_config import REGIMES
+
+    toy = LabConfig.from_config({"model": "toy"})
+    assert toy.steps == REGIMES["toy"].steps and LabConfig.from_config({}).steps == 12
+    composed = {}
+    for name in ("grpo", "sent", "curriculum_only"):
+        overrides = variant_overrides(name, 0, tmp_path / "model", tmp_path / "scored.parquet",
+                                      tmp_path / "eval.parquet", tmp_path / name, toy, "cpu")
+        composed[name] = recipe_config(overrides)
+        assert composed[name].trainer.total_training_steps == toy.steps
+    shared = [item.split("=")[0] for item in REGIMES["toy"].overrides]
+    for key in shared:
+        values = {OmegaConf.select(cfg, key) for cfg in composed.values()}
+        assert len(values) == 1, (key, values)
+    rollout = composed["grpo"].actor_rollout_ref.rollout
+    assert (rollout.n, rollout.temperature) != (4, 1.0)  # the regime, not the SmolLM2 sizes, reached the run
+    mine = LabConfig.from_config({"model": "toy", "train_overrides": ["actor_rollout_ref.rollout.n=2"]})
+    assert recipe_config(variant_overrides("grpo", 0, tmp_path / "m", tmp_path / "s.parquet", tmp_path / "e.parquet",
+                                           tmp_path / "g", mine, "cpu")).actor_rollout_ref.rollout.n == 2
+
+
 def test_a_runs_seed_sets_data_order_sampling_and_curriculum_shuffles(recipe_config, tmp_path):
     cfg = LabConfig.from_config({})
     assert cfg.seeds == [0, 1, 2]
@@ -71,7 +96,7 @@ def test_toy_split_holds_out_500_problems_with_the_untrained_level(tmp_path):
     train_levels = [info["level"] for info in train["extra_info"]]
     held_levels = [info["level"] for info in held["extra_info"]]
     assert len(held) == 7 * 72 >= 500 and sorted(set(held_levels)) == [*toy_task.TRAIN_LEVELS, toy_task.HELDOUT_LEVEL]
-    assert len(train) == 6 * 12 and sorted(set(train_levels)) == list(toy_task.TRAIN_LEVELS)
+    assert len(train) == 6 * 32 and sorted(set(train_levels)) == list(toy_task.TRAIN_LEVELS)
     prompts = lambda frame: {row[0]["content"] for row in frame["prompt"]}  # noqa: E731
     assert not prompts(train) & prompts(held)
     assert split_data(tmp_path, cfg) == (train_file, eval_file)  # written once, the same for every seed
@@ -174,6 +199,7 @@ def test_report_builder_on_fixture_metrics(tmp_path):
     assert rows["grpo"]["semantic entropy, mean: step 1 → last 2"] == \
         "2.000 [2.000, 2.000] → 1.200 [0.952, 1.448] (-40%)"
     assert rows["sent"]["all agree: step 1 → last 2"] == "0.250 [0.250, 0.250] → 0.875 [0.875, 0.875] (+250%)"
+    assert rows["grpo"]["token entropy last 2 / step 1 (seeds ≤ 0.5)"] == "0.60 [0.48, 0.72] (0/3)"
     assert rows["grpo"]["train reward (last 2)"] == "-0.650 [-0.650, -0.650]"
     # efficiency: grpo reaches -0.75 at step 3 (30 s), sent at step 2 (22 s)
     assert rows["grpo"]["steps to reward ≥ -0.75"] == "3.0 [3.0, 3.0]"
@@ -236,8 +262,11 @@ def test_report_says_within_noise_when_intervals_overlap(tmp_path):
             (tmp_path / name / f"seed{seed}").mkdir(parents=True)
             (tmp_path / name / f"seed{seed}" / "metrics.jsonl").write_text(
                 _metrics([1.0, last], None, 10.0, 0.1, sent=False))
-    text = build_report(tmp_path, ["grpo", "sent"], seeds=[0, 1, 2], ks=[1], last_steps=1,
-                        reward_target=0.5).read_text()
+    report = build_report(tmp_path, ["grpo", "sent"], seeds=[0, 1, 2], ks=[1], last_steps=1, reward_target=0.5)
+    text, rows = report.read_text(), _report_rows(report)
+    # collapse: grpo's seed 0 ends at half its step-1 entropy (0.5 / 1.0), the others above
+    assert rows["grpo"]["token entropy last 1 / step 1 (seeds ≤ 0.5)"].endswith("(1/3)")
+    assert rows["sent"]["token entropy last 1 / step 1 (seeds ≤ 0.5)"].endswith("(0/3)")
     assert "token entropy (last 1 steps): 0.7 vs 0.7, within noise (the 95% intervals overlap)" in text
     assert "steps to reward ≥ 0.5: not measured for both" in text  # no seed reached it
 
@@ -260,7 +289,7 @@ def _step_logged(metrics_file: Path, step: int) -> bool:
 
 
 def _stop_sent_after_step_1(lab: subprocess.Popen, out: Path, stopped: dict) -> None:
-    """Once `sent` has checkpointed and logged step 1 (verl saves before it logs), freeze its training where it stands
+    """Once `sent` has logged and checkpointed step 1 (the trainer saves right after it logs), freeze its training where it stands
     and SIGTERM the lab, as Ctrl-C or a scheduler would. The freeze lands the stop between steps 1 and 2 on any
     machine; without it a fast one finishes step 2 while the lab shuts the training down."""
     marker = out / "sent" / "seed0" / "checkpoints" / "latest_checkpointed_iteration.txt"
@@ -325,7 +354,7 @@ def test_quick_lab_trains_merges_evaluates_and_reports(quick_lab):
         run = out / name / "seed0"
         assert (run / "hf" / "config.json").exists() and not (run / "checkpoints").exists()
         results = json.loads((run / "eval" / "results.json").read_text())
-        assert results["benchmarks"]["heldout"]["num_problems"] == 19
+        assert results["benchmarks"]["heldout"]["num_problems"] == 7 * 3  # toy_heldout_per_level=3, levels 2-8
         assert json.loads((run / "done.json").read_text())["seed"] == 0
     assert rows["grpo"]["× grpo"] == "1.00 (n=1, no interval)" and rows["sent"]["penalised frac"] != "–"
     assert (out / "curves.png").stat().st_size > 20_000

@@ -88,9 +88,10 @@ def model_dir(cfg: LabConfig) -> Path:
     if cfg.model == "tiny":
         return tiny_model_dir(cache)
     if cfg.model == "toy":
-        from verl_ext.toy_model import toy_model_dir
+        from verl_ext.toy_model import DEFAULT_RECIPE, TINY_RECIPE, toy_model_dir
 
-        return toy_model_dir(cache)
+        # quick=true checks the path, not the model: the tiny recipe builds in seconds and is not measured
+        return toy_model_dir(cache, TINY_RECIPE if cfg.quick else DEFAULT_RECIPE, measure_samples=0 if cfg.quick else 8)
     path = Path(cfg.model).resolve()
     if not (path / "config.json").exists():
         raise SystemExit(f"model: {path} is not a Hugging Face folder (no config.json); use smollm2, tiny, toy or a "
@@ -117,14 +118,15 @@ def seed_overrides(seed: int) -> list[str]:
 
 def variant_overrides(name: str, seed: int, model: Path, scored: Path, eval_file: Path, out: Path, cfg: LabConfig,
                       machine: str) -> list[str]:
-    """The shared sizes (`runs.training_overrides`), the seed's keys, checkpoints for merge and resume,
-    `cfg.train_overrides`, then the variant's own."""
+    """The shared sizes (`runs.training_overrides`), the seed's keys, the model's regime (`lab_config.REGIMES`),
+    checkpoints for merge and resume, `cfg.train_overrides`, then the variant's own."""
     from recipe.sent.runs import training_overrides
 
     variant = VARIANTS[name]
     return [
         *training_overrides(model, scored, out, cfg.steps, machine, preset=variant.preset, val_files=eval_file),
         *seed_overrides(seed),
+        *cfg.regime().overrides,
         f"trainer.save_freq={cfg.save_freq}", "trainer.resume_mode=auto", "trainer.max_actor_ckpt_to_keep=1",
         f"trainer.experiment_name=lab-{name}-seed{seed}",
         *cfg.train_overrides,  # shared scale-up; the variant's own overrides still define the variant
@@ -154,13 +156,15 @@ def evaluate(model: Path, tokenizer: Path, eval_file: Path, out: Path, name: str
              seed: int) -> dict:
     """The eval harness on the held-out set, sampling with `seed`; returns its results.json (it skips what it already
     evaluated)."""
+    from recipe.sent.runs import MAX_MODEL_LEN
+
     command = [
         sys.executable, "-m", "verl_ext.eval", f"model.path={model}", f"model.tokenizer_path={tokenizer}",
         f"run_name={name}", f"output_dir={out}", f"+files.{BENCHMARK}={eval_file}", f"benchmarks=[{BENCHMARK}]",
         f"sampling.n={cfg.eval_samples}", f"ks=[{','.join(map(str, cfg.ks))}]", f"sampling.max_tokens={cfg.max_tokens}",
         f"sampling.seed={seed}", "sampling.top_p=1.0", "sampling.top_k=-1", "vllm.dtype=float32",
         "vllm.enforce_eager=true",
-        "vllm.max_model_len=1024", "verify.num_workers=1", "paper_columns=", "progress=false",
+        f"vllm.max_model_len={MAX_MODEL_LEN}", "verify.num_workers=1", "paper_columns=", "progress=false",
         # the bundled prompts ask for no answer format and SmolLM2 writes none: the last number is its answer, as in
         # the scoring job (runs.score) and close to the training reward (math-verify on the whole response)
         "verify.answer_fallback=last_number",
@@ -260,7 +264,8 @@ def run_lab(cfg: LabConfig, command: str = "") -> Path:
     except Exception as failure:  # noqa: BLE001 - the report says "not evaluated"; the variants still run
         print(f"  baseline evaluation FAILED: {str(failure).splitlines()[0]}", flush=True)
 
-    runs = [(name, seed) for name in cfg.variants for seed in cfg.seeds]  # a variant's seeds one after another
+    # seed by seed: a lab stopped early still compares every variant on the seeds it finished
+    runs = [(name, seed) for seed in cfg.seeds for name in cfg.variants]
     labels = [f"{name} seed {seed}" for name, seed in runs]
     finished_before = [label for (name, seed), label in zip(runs, labels)
                        if (run_dir(out, name, seed) / "done.json").exists()]

@@ -34,6 +34,28 @@ VARIANTS: dict[str, Variant] = {
                              "SENT with beta_high = beta_low = 0.05: no covariance tier"),
     "sent_released": Variant("sent_released", CURRICULUM, "the authors' released SENT scripts, on the curriculum"),
 }
+
+TOY_STEPS = 24
+TOY_OVERRIDES = ("data.train_batch_size=8", "actor_rollout_ref.rollout.n=8", "actor_rollout_ref.actor.ppo_mini_batch_size=4",
+                 "actor_rollout_ref.rollout.temperature=1.5", "actor_rollout_ref.actor.optim.lr=3e-4")
+
+
+@dataclass(frozen=True)
+class Regime:
+    """The training settings every variant shares on one model, after `runs.training_overrides` (4 prompts x 4
+    answers, lr 1e-5) and before `train_overrides` and the variant's own."""
+
+    steps: int
+    overrides: tuple[str, ...]
+
+
+# model -> its regime; any other model: DEFAULT_REGIME. The toy's was chosen by running grpo alone on three seeds,
+# before any variant was compared, so that its token entropy collapses (docs/lab/toy/regime.md says what was tried)
+REGIMES: dict[str, Regime] = {
+    "toy": Regime(steps=TOY_STEPS, overrides=TOY_OVERRIDES),
+}
+DEFAULT_REGIME = Regime(steps=12, overrides=())
+DEFAULT_VARIANTS = ("grpo", "kl_cov", "sent", "sent_tokens_only", "curriculum_only")
 MODELS = ("smollm2", "tiny", "toy")
 MACHINES = ("auto", "cpu", "gpu")
 
@@ -50,12 +72,12 @@ class LabConfig(TypedConfig):
     """where smollm2 / tiny / toy are converted or built once"""
     machine: str = "auto"
     """auto (gpu when torch sees CUDA and vLLM is installed, else cpu) | cpu | gpu"""
-    variants: list[str] = field(default_factory=lambda: list(VARIANTS))
-    """variants to run, in order (grpo, kl_cov, clip_cov, sent, sent_tokens_only, curriculum_only, sent_low_only, sent_released)"""
+    variants: list[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS))
+    """variants to run, in order; known: grpo, kl_cov, clip_cov, sent, sent_tokens_only, curriculum_only, sent_low_only, sent_released"""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """every variant trains on each seed (data order, vLLM sampling, curriculum shuffles: `lab.seed_overrides`) into <variant>/seed<k>/; the report's intervals are across them"""
-    steps: int = 12
-    """training steps of every variant (4 prompts x 4 answers a step)"""
+    steps: int | None = None
+    """training steps of every variant; null: the model's regime's (REGIMES: toy TOY_STEPS, others 12)"""
     save_freq: int = 4
     """checkpoint every N steps (and at the last step): how much a killed variant redoes"""
     scoring_samples: int = 8
@@ -68,7 +90,7 @@ class LabConfig(TypedConfig):
     """pass@k and avg@k for these k (each <= eval_samples)"""
     eval_every: int = 4
     """every eval_every-th problem of each difficulty level is held out (never trains)"""
-    toy_train_per_level: int = 12
+    toy_train_per_level: int = 32
     """model=toy: train problems at each trained level (toy_task.TRAIN_LEVELS)"""
     toy_heldout_per_level: int = 72
     """model=toy: held-out problems at each trained level and at the harder held-out level (7 levels x 72 = 504), never trained; other models hold out every eval_every-th bundled problem"""
@@ -83,7 +105,7 @@ class LabConfig(TypedConfig):
     keep_checkpoints: bool = False
     """false: a finished variant's checkpoints are removed once merged and evaluated (its HF folder stays)"""
     quick: bool = False
-    """a check of the whole path in minutes: sets model=tiny, variants=[grpo, sent], seeds=[0], steps=2, save_freq=1, scoring_samples=3, eval_samples=4, ks=[1, 2, 4], last_steps=1 (set none of these with it)"""
+    """a check of the whole path in minutes: sets model=toy (built from the tiny recipe, not measured), variants=[grpo, sent], seeds=[0], steps=2, save_freq=1, scoring_samples=3, eval_samples=4, ks=[1, 2, 4], last_steps=1, toy_train_per_level=4, toy_heldout_per_level=3 (set none of these with it)"""
 
     def validate(self) -> None:
         if self.quick:
@@ -92,6 +114,8 @@ class LabConfig(TypedConfig):
         if unknown or not self.variants:
             raise ConfigError(f"variants: unknown {unknown or 'none given'}; known: {', '.join(VARIANTS)}")
         one_of("machine", self.machine, MACHINES)
+        if self.steps is None:
+            self._normalise("steps", self.regime().steps)
         for key in ("steps", "save_freq", "scoring_samples", "eval_samples", "eval_every", "last_steps"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1; got {getattr(self, key)}")
@@ -108,6 +132,9 @@ class LabConfig(TypedConfig):
         if not self.ks or any(k < 1 or k > self.eval_samples for k in self.ks):
             raise ConfigError(f"ks must be non-empty, each k in 1..eval_samples={self.eval_samples}; got {self.ks}")
 
+    def regime(self) -> Regime:
+        return REGIMES.get(self.model, DEFAULT_REGIME)
+
     def _apply_quick(self) -> None:
         defaults = LabConfig.__dataclass_fields__
         for key, value in QUICK.items():
@@ -117,5 +144,5 @@ class LabConfig(TypedConfig):
             self._normalise(key, value)
 
 
-QUICK = {"model": "tiny", "variants": ["grpo", "sent"], "seeds": [0], "steps": 2, "save_freq": 1, "scoring_samples": 3,
-         "eval_samples": 4, "ks": [1, 2, 4], "last_steps": 1}
+QUICK = {"model": "toy", "variants": ["grpo", "sent"], "seeds": [0], "steps": 2, "save_freq": 1, "scoring_samples": 3,
+         "eval_samples": 4, "ks": [1, 2, 4], "last_steps": 1, "toy_train_per_level": 4, "toy_heldout_per_level": 3}

@@ -14,6 +14,7 @@ from recipe.sent.lab_config import VARIANTS
 from verl_ext.stats import Interval, bootstrap_over_problems_and_seeds, first_reaching, in_words, seed_interval
 
 BENCHMARK = "heldout"  # the held-out split's name in the eval harness's results
+COLLAPSED = 0.5  # a run's token entropy collapsed: its last steps' mean is at most this share of step 1's
 
 # curves.png: (panel title, metric); lab/* are derived per step by `derived_metrics`
 CURVE_PANELS = [
@@ -83,6 +84,8 @@ def run_summary(entries: list[dict], last_steps: int, reward_target: float) -> d
     for key, metric in (("entropy", "actor/entropy"), ("entropy_p50", "lab/entropy_p50"),
                         ("semantic_entropy", "semantic_entropy/mean"), ("agree_frac", "semantic_entropy/agree_frac")):
         summary[f"{key}_first"], summary[f"{key}_last"] = first_and_last(metric)
+    first, last = summary["entropy_first"], summary["entropy_last"]
+    summary["entropy_ratio"] = last / first if first and last is not None else None  # <= COLLAPSED: collapsed
     return summary
 
 
@@ -178,6 +181,9 @@ def build_report(out: Path, names: list[str], seeds: list[int], ks: list[int], l
     def across(name: str, key: str) -> Interval | None:
         return seed_interval([s[key] for s in per_run[name].values() if s[key] is not None])
 
+    def collapsed(name: str) -> int:
+        return sum(s["entropy_ratio"] is not None and s["entropy_ratio"] <= COLLAPSED for s in per_run[name].values())
+
     # seconds per step against grpo: the ratio on each seed both ran, then its interval across seeds
     grpo_runs = per_run.get("grpo", {})
     ratios = {name: seed_interval([s["s_per_step"] / grpo_runs[seed]["s_per_step"] for seed, s in by_seed.items()
@@ -186,7 +192,8 @@ def build_report(out: Path, names: list[str], seeds: list[int], ks: list[int], l
     target = f"reward ≥ {reward_target:g}"
     header = ["variant", "status", "seeds", "steps", f"token entropy, mean: step 1 → last {last_steps}",
               f"entropy p50: step 1 → last {last_steps}", f"semantic entropy, mean: step 1 → last {last_steps}",
-              f"all agree: step 1 → last {last_steps}", f"train reward (last {last_steps})",
+              f"all agree: step 1 → last {last_steps}",
+              f"token entropy last {last_steps} / step 1 (seeds ≤ {COLLAPSED:g})", f"train reward (last {last_steps})",
               f"steps to {target}", f"seconds to {target}", "clip frac", "penalised frac", "KL term", "s/step",
               "× grpo", "wall min"]
     rows = []
@@ -201,6 +208,7 @@ def build_report(out: Path, names: list[str], seeds: list[int], ks: list[int], l
         rows.append([name, _status(out, name, seeds), str(len(per_run[name])), "/".join(map(str, steps)) or "0",
                      *[_change(across(name, f"{key}_first"), across(name, f"{key}_last"))
                        for key in ("entropy", "entropy_p50", "semantic_entropy", "agree_frac")],
+                     _cell(across(name, "entropy_ratio"), ".2f") + f" ({collapsed(name)}/{len(per_run[name])})",
                      _cell(across(name, "reward")), _cell(across(name, "steps_to_target"), ".1f") + reach_note,
                      _cell(across(name, "seconds_to_target"), ".0f") + reach_note,
                      _cell(across(name, "clipfrac")), _cell(across(name, "penalised")),
@@ -241,6 +249,8 @@ def build_report(out: Path, names: list[str], seeds: list[int], ks: list[int], l
         pair = (name, "grpo")
         clauses = [in_words(f"token entropy (last {last_steps} steps)", across(name, "entropy_last"),
                             across("grpo", "entropy_last"), pair),
+                   in_words(f"token entropy last {last_steps} / step 1", across(name, "entropy_ratio"),
+                            across("grpo", "entropy_ratio"), pair),
                    in_words(f"semantic entropy (last {last_steps} steps)", across(name, "semantic_entropy_last"),
                             across("grpo", "semantic_entropy_last"), pair),
                    in_words(f"train reward (last {last_steps} steps)", across(name, "reward"),
@@ -266,7 +276,8 @@ def build_report(out: Path, names: list[str], seeds: list[int], ks: list[int], l
         lines += ["", "Against grpo (a difference counts when the two 95% intervals do not overlap):", "", *sentences]
     notes = ("Held-out: avg@k and pass@k in percent on problems that never trained (the initial model: one "
              "evaluation, bootstrapped over problems). Token entropy: `actor/entropy` (mean over response tokens), "
-             "p50: `sent/entropy_p50` (SENT's step selection); step 1 against the mean of the last steps. "
+             "p50: `sent/entropy_p50` (SENT's step selection); step 1 against the mean of the last steps; "
+             f"last / step 1: their ratio per seed, and how many seeds collapsed (ratio ≤ {COLLAPSED:g}). "
              "Semantic entropy: `semantic_entropy/mean`, the mean over a step's prompts of the entropy of its n "
              "answers' math-verify clusters (the scoring job's clustering, in nats); all agree: "
              "`semantic_entropy/agree_frac`, the share of prompts whose answers form one cluster. "

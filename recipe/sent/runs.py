@@ -9,6 +9,9 @@ import importlib.util
 from pathlib import Path
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# context of every engine (scoring, training rollout, evaluation): data.max_prompt_length 128 + 64 new tokens fit, and
+# so does the toy reasoner's position limit (256)
+MAX_MODEL_LEN = 256
 STAGES = 4  # short demo runs still cross a stage boundary (4 prompts a step, ~19 prompts a stage)
 # How the bundled set's answers are clustered, by the scoring job and by the trainer's per-step semantic entropy
 # (`semantic_entropy_metrics`): the bundled prompts ask for no answer format and SmolLM2 writes none, so the last
@@ -55,7 +58,8 @@ def score(train: Path, model: Path, out: Path, samples: int, max_tokens: int) ->
     cfg = {
         "input_files": [str(train)], "output_dir": str(out), "model": {"path": str(model)}, "backend": "vllm",
         "sampling": {"n": samples, "temperature": 1.0, "top_p": 1.0, "top_k": -1, "max_tokens": max_tokens, "seed": 0},
-        "vllm": {"dtype": "float32", "enforce_eager": True, "max_model_len": 1024, "tensor_parallel_size": 1},
+        "vllm": {"dtype": "float32", "enforce_eager": True, "max_model_len": MAX_MODEL_LEN,
+                 "tensor_parallel_size": 1},
         "clustering": dict(CLUSTERING),
         "entropy": "discrete", "shard_size": 16, "write_audit": True, "progress": True,
         "summary": {"stages": {"num_stages": STAGES}},  # se_hist.png marks the stages the training run will use
@@ -82,7 +86,7 @@ def training_overrides(model: Path, scored: Path, out: Path, steps: int, machine
         f"actor_rollout_ref.model.path={model}", f"data.train_files={scored}", f"data.val_files={val_files or scored}",
         "data.train_batch_size=4", "data.max_prompt_length=128", "data.max_response_length=64",
         f"data.curriculum.num_stages={STAGES}",
-        "actor_rollout_ref.rollout.n=4", "actor_rollout_ref.rollout.max_model_len=256",
+        "actor_rollout_ref.rollout.n=4", f"actor_rollout_ref.rollout.max_model_len={MAX_MODEL_LEN}",
         "actor_rollout_ref.actor.ppo_mini_batch_size=4", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
         "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8",
         "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=8",
