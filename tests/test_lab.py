@@ -288,16 +288,29 @@ def _step_logged(metrics_file: Path, step: int) -> bool:
     return False
 
 
+def _is_training(process: psutil.Process) -> bool:
+    try:
+        return "recipe.sent.main_sent" in process.cmdline()
+    except psutil.Error:  # the lab's other children (a zombie multiprocessing helper) are not the training
+        return False
+
+
 def _stop_sent_after_step_1(lab: subprocess.Popen, out: Path, stopped: dict) -> None:
-    """Once `sent` has logged and checkpointed step 1 (the trainer saves right after it logs), freeze its training where it stands
-    and SIGTERM the lab, as Ctrl-C or a scheduler would. The freeze lands the stop between steps 1 and 2 on any
+    try:
+        _wait_and_stop(lab, out, stopped)
+    except Exception as failure:  # noqa: BLE001 - the fixture's assertion shows it instead of a silent thread
+        stopped["error"] = repr(failure)
+
+
+def _wait_and_stop(lab: subprocess.Popen, out: Path, stopped: dict) -> None:
+    """Once `sent` has logged and checkpointed step 1 (the trainer saves right after it logs), freeze its training
+    where it stands and SIGTERM the lab, as Ctrl-C or a scheduler would. The freeze lands the stop between steps 1 and 2 on any
     machine; without it a fast one finishes step 2 while the lab shuts the training down."""
     marker = out / "sent" / "seed0" / "checkpoints" / "latest_checkpointed_iteration.txt"
     while lab.poll() is None:
         if marker.exists() and marker.read_text().strip() == "1" and \
                 _step_logged(out / "sent" / "seed0" / "metrics.jsonl", 1):
-            training = next(child for child in psutil.Process(lab.pid).children()
-                            if "recipe.sent.main_sent" in child.cmdline())
+            training = next(child for child in psutil.Process(lab.pid).children() if _is_training(child))
             frozen = session_processes(training.pid)
             for process in frozen:
                 process.suspend()
@@ -317,7 +330,7 @@ def quick_lab(tmp_path_factory):
     stopped: dict = {}
     threading.Thread(target=_stop_sent_after_step_1, args=(first, out, stopped), daemon=True).start()
     first_log, _ = first.communicate(timeout=900)
-    assert "training" in stopped, f"the lab ended before sent's first checkpoint:\n{first_log[-4000:]}"
+    assert "training" in stopped, f"the lab ended before sent's first checkpoint ({stopped}):\n{first_log[-4000:]}"
     # the lab took its training's whole session down: Ray workers sit in process groups of their own
     assert [process.pid for process in stopped["training"] if is_alive(process)] == []
     assert (out / "sent" / "seed0" / "checkpoints" / "latest_checkpointed_iteration.txt").read_text().strip() == "1"
