@@ -4,7 +4,7 @@ its runs one after another on the same machine, with the same data, seeds and si
 measured in the same run. Each phase is a variant's mean over its seeds of each seed's mean, with the range across
 seeds for s/step. Step 1 includes the workers' warm-up and is left out, as in the lab's report.
 
-    python -m bench.lab_step_time [runs/lab] [--write]
+    python -m bench.lab_step_time [runs/lab] [--write] [--block lab_toy]
 """
 
 from __future__ import annotations
@@ -84,12 +84,13 @@ def lab_table(out: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", nargs="?", default="runs/lab", help="the lab's output folder")
-    parser.add_argument("--write", action="store_true", help="rewrite the `lab` block of bench/RESULTS.md")
+    parser.add_argument("--write", action="store_true", help="rewrite the --block block of bench/RESULTS.md")
+    parser.add_argument("--block", default="lab", help="which block: lab (the SmolLM2 lab), lab_toy (model=toy)")
     args = parser.parse_args()
     table = lab_table(Path(args.out))
     print(table)
     if args.write:
-        write_section("lab", table)
+        write_section(args.block, table)
 
 
 if __name__ == "__main__":
