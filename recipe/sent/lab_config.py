@@ -35,10 +35,6 @@ VARIANTS: dict[str, Variant] = {
     "sent_released": Variant("sent_released", CURRICULUM, "the authors' released SENT scripts, on the curriculum"),
 }
 
-TOY_STEPS = 24
-TOY_OVERRIDES = ("data.train_batch_size=8", "actor_rollout_ref.rollout.n=8", "actor_rollout_ref.actor.ppo_mini_batch_size=4",
-                 "actor_rollout_ref.rollout.temperature=1.5", "actor_rollout_ref.actor.optim.lr=3e-4")
-
 
 @dataclass(frozen=True)
 class Regime:
@@ -49,10 +45,12 @@ class Regime:
     overrides: tuple[str, ...]
 
 
-# model -> its regime; any other model: DEFAULT_REGIME. The toy's was chosen by running grpo alone on three seeds,
-# before any variant was compared, so that its token entropy collapses (docs/lab/toy/regime.md says what was tried)
+# model -> its regime; any other model: DEFAULT_REGIME. The toy's was chosen by running grpo alone, before any variant
+# was compared, as the stable setting whose token entropy fell most; none tried collapsed it (docs/lab/toy/regime.md)
 REGIMES: dict[str, Regime] = {
-    "toy": Regime(steps=TOY_STEPS, overrides=TOY_OVERRIDES),
+    "toy": Regime(steps=24, overrides=(
+        "data.train_batch_size=8", "actor_rollout_ref.rollout.n=8", "actor_rollout_ref.actor.ppo_mini_batch_size=4",
+        "actor_rollout_ref.rollout.temperature=1.5", "actor_rollout_ref.actor.optim.lr=3e-4")),
 }
 DEFAULT_REGIME = Regime(steps=12, overrides=())
 DEFAULT_VARIANTS = ("grpo", "kl_cov", "sent", "sent_tokens_only", "curriculum_only")
@@ -77,7 +75,7 @@ class LabConfig(TypedConfig):
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """every variant trains on each seed (data order, vLLM sampling, curriculum shuffles: `lab.seed_overrides`) into <variant>/seed<k>/; the report's intervals are across them"""
     steps: int | None = None
-    """training steps of every variant; null: the model's regime's (REGIMES: toy TOY_STEPS, others 12)"""
+    """training steps of every variant; null: the model's regime's (REGIMES: toy 24, others 12)"""
     save_freq: int = 4
     """checkpoint every N steps (and at the last step): how much a killed variant redoes"""
     scoring_samples: int = 8
