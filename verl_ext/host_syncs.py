@@ -17,6 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 LIBRARY_PARTS = ("/torch/", "/tensordict/", "/warnings.py", "/contextlib.py", "/functools.py")
+# torch's text for a sync, warned or raised (c10/cuda). Not "synchroniz": set_sync_debug_mode's own one-time warning
+# ("... does not yet detect all synchronizing operations") would count as a sync of the first caller.
+SYNC_MESSAGE = "called a synchronizing CUDA operation"
+
+
+def is_sync_message(text: str) -> bool:
+    return SYNC_MESSAGE in text
 
 
 def owner_frame(stack: list[traceback.FrameSummary]) -> str:
@@ -42,7 +49,7 @@ def host_syncs(fn: Callable[[], object]) -> Counter:
     found: Counter = Counter()
 
     def record(message, category, filename, lineno, file=None, line=None):
-        if "synchroniz" in str(message):
+        if is_sync_message(str(message)):
             stack = traceback.extract_stack()[:-1]
             found[(owner_frame(stack), sync_kind(stack))] += 1
 
@@ -69,7 +76,7 @@ def raises_in_error_mode(fn: Callable[[], object]) -> str | None:
     try:
         fn()
     except RuntimeError as error:
-        if "synchroniz" not in str(error):
+        if not is_sync_message(str(error)):
             raise
         return f"{owner_frame(traceback.extract_tb(error.__traceback__))}: {str(error).splitlines()[0]}"
     finally:
