@@ -320,6 +320,11 @@ def _wait_and_stop(lab: subprocess.Popen, out: Path, stopped: dict) -> None:
         time.sleep(0.05)
 
 
+def _train_steps(metrics_file: Path) -> list[dict]:
+    entries = (json.loads(line)["data"] for line in metrics_file.read_text().splitlines())
+    return [data for data in entries if "training/global_step" in data]
+
+
 @pytest.fixture(scope="module")
 def quick_lab(tmp_path_factory):
     """The quick lab, stopped once `sent` saved and logged step 1, then re-run to the end."""
@@ -370,6 +375,14 @@ def test_quick_lab_trains_merges_evaluates_and_reports(quick_lab):
         assert results["benchmarks"]["heldout"]["num_problems"] == 7 * 3  # toy_heldout_per_level=3, levels 2-8
         assert json.loads((run / "done.json").read_text())["seed"] == 0
     assert rows["grpo"]["× grpo"] == "1.00 (n=1, no interval)" and rows["sent"]["penalised frac"] != "–"
+    # each preset logs its own keys and not the others' (grpo: uniform KL in the loss, no SENT selection)
+    grpo_steps, sent_steps = (_train_steps(out / name / "seed0" / "metrics.jsonl") for name in ("grpo", "sent"))
+    assert len(grpo_steps) == len(sent_steps) == 2
+    for step in grpo_steps:
+        assert "actor/kl_loss" in step and "actor/pg_clipfrac" in step and "semantic_entropy/mean" in step
+        assert "actor/sent/kl_term" not in step and "sent/low_entropy_frac" not in step
+    for step in sent_steps:
+        assert "actor/sent/kl_term" in step and "sent/low_entropy_frac" in step and "semantic_entropy/mean" in step
     assert (out / "curves.png").stat().st_size > 20_000
     text = (out / "report.md").read_text()
     assert "- **sent vs grpo**: token entropy (last 1 steps): " in text and "one seed: no interval, cannot tell" in text

@@ -25,6 +25,20 @@ def digit_share_reward(data_source, solution_str, ground_truth, extra_info=None,
     text = solution_str or ""
     return sum(c.isdigit() for c in text) / max(1, len(text))
 '''
+# the requeue test's reward: once the first step is logged it holds the next step (up to 5 min) while HOLD exists, so
+# the training is still running whenever Slurm's time-limit check (every 30 s) sends the signal, on any machine
+HELD_REWARD = '''
+import os
+import time
+
+
+def held_digit_share_reward(data_source, solution_str, ground_truth, extra_info=None, **kwargs):
+    deadline = time.time() + 300
+    while os.path.exists(HOLD) and os.path.exists(METRICS) and os.path.getsize(METRICS) and time.time() < deadline:
+        time.sleep(0.5)
+    text = solution_str or ""
+    return sum(c.isdigit() for c in text) / max(1, len(text))
+'''
 
 
 def free_port() -> int:
@@ -42,14 +56,15 @@ def shared(tmp_path_factory):
     return root
 
 
-def train_job(cluster, env, shared, out: Path, nodes: int, *sbatch_args: str, overrides=(), **knobs):
+def train_job(cluster, env, shared, out: Path, nodes: int, *sbatch_args: str, reward: Path | None = None,
+              reward_name: str = "digit_share_reward", **knobs):
     """sbatch train.sbatch run_tiny_cpu.sh; returns (job id, the launcher's log folder)."""
     out.mkdir(parents=True, exist_ok=True)
     job_env = {**env, "OUTPUT_ROOT": str(out), "DATA_DIR": str(shared / "data"), "RAY_PORT": str(free_port()),
                "WAIT_TIMEOUT_S": "300", **knobs}
     args = [f"--nodes={nodes}", *TRAIN_RESOURCES, f"--output={out}/slurm-%j.out", *sbatch_args, *TRAIN,
-            f"reward.custom_reward_function.path={shared / 'reward.py'}",
-            "reward.custom_reward_function.name=digit_share_reward", *overrides]
+            f"reward.custom_reward_function.path={reward or shared / 'reward.py'}",
+            f"reward.custom_reward_function.name={reward_name}"]
     return cluster.submit(args, job_env), out / "logs" / "sent" / "tiny-cpu-sent"
 
 
@@ -93,11 +108,18 @@ def test_two_nodes_train_with_a_rank_on_each(slurm_cluster, slurm_job_env, share
 
 def test_one_node_training_requeued_near_its_time_limit_resumes(slurm_cluster, slurm_job_env, shared, tmp_path):
     """One node, checkpoints every step. Once step 1 is logged the test moves the job's time limit to within the
-    script's --signal=B:USR1@600 of now (Slurm's own warning then fires, as near any time limit); the script requeues
-    the job, the second run resumes from the latest checkpoint, and every step is in the metrics exactly once."""
-    steps = 16  # Slurm checks time limits every 30 s: the signal lands while these still run
-    job_id, logs = train_job(slurm_cluster, slurm_job_env, shared, tmp_path / "out", 1, "--time=60",
-                             STEPS=str(steps))
+    script's --signal=B:USR1@600 of now (Slurm's own warning then fires, as near any time limit) and holds step 2 in
+    its reward until the job restarts; the script requeues the job, the second run resumes from the latest
+    checkpoint, and every step is in the metrics exactly once."""
+    steps = 4
+    out = tmp_path / "out"
+    logs = out / "logs" / "sent" / "tiny-cpu-sent"
+    hold = tmp_path / "hold"
+    reward = tmp_path / "held_reward.py"
+    reward.write_text(f"HOLD = {str(hold)!r}\nMETRICS = {str(logs / 'metrics.jsonl')!r}\n{HELD_REWARD}")
+    hold.touch()
+    job_id, _ = train_job(slurm_cluster, slurm_job_env, shared, out, 1, "--time=60", reward=reward,
+                          reward_name="held_digit_share_reward", STEPS=str(steps))
     moved = {"limit": False, "restored": False}
 
     def steer(info):
@@ -107,6 +129,7 @@ def test_one_node_training_requeued_near_its_time_limit_resumes(slurm_cluster, s
             slurm_cluster.scontrol("update", f"JobId={job_id}", f"TimeLimit={_clock(run_s + 540)}")
         elif moved["limit"] and not moved["restored"] and int(info.get("Restarts", 0)) >= 1:
             moved["restored"] = True
+            hold.unlink()
             slurm_cluster.scontrol("update", f"JobId={job_id}", "TimeLimit=60")
 
     job = slurm_cluster.wait(job_id, timeout_s=1200, on_poll=steer)
@@ -115,13 +138,9 @@ def test_one_node_training_requeued_near_its_time_limit_resumes(slurm_cluster, s
     assert job.output.count("(restart 1)") == 1
     earlier = training_steps(metrics(logs / "metrics.1.jsonl"))
     later = training_steps(metrics(logs / "metrics.jsonl"))
-    assert earlier == list(range(1, len(earlier) + 1)) and later == list(range(later[0], steps + 1)), (earlier, later)
-    # the second run resumed from the latest checkpoint. The trainer saves a step's checkpoint right after it logs the
-    # step, so a requeue landing between the two leaves at most that one step logged by the first run and redone by
-    # the second (whose line counts): together every step is there exactly once, none lost.
-    resumed = later[0] - 1
-    assert earlier[-1] - resumed in (0, 1), (earlier, later)
-    assert [step for step in earlier if step <= resumed] + later == list(range(1, steps + 1)), (earlier, later)
+    # the first run stopped while its step 2 was held: step 1 logged and checkpointed, the second run resumed from it
+    assert (earlier, later) == ([1], list(range(2, steps + 1)))
+    resumed = 1
     assert f"Resuming from {logs.parents[2]}/checkpoints/sent/tiny-cpu-sent/global_step_{resumed}" in job.output.split(
         "(restart 1)")[1]
     job.output = job.output.split("(restart 1)")[1]
