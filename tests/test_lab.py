@@ -23,8 +23,9 @@ from omegaconf import OmegaConf
 from bench.lab_step_time import lab_table
 from recipe.sent.lab import seed_overrides, split_data, variant_overrides
 from recipe.sent.lab_report import build_report
-from recipe.sent.lab_config import QUICK, VARIANTS, LabConfig
+from recipe.sent.lab_config import QUICK, QUICK_REGIME, VARIANTS, LabConfig
 from recipe.sent.launch import is_alive, session_processes
+from verl_ext import toy_task
 from verl_ext.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,8 +69,12 @@ def test_the_models_regime_reaches_every_variant_and_train_overrides_come_after_
     for key in shared:
         values = {OmegaConf.select(cfg, key) for cfg in composed.values()}
         assert len(values) == 1, (key, values)
-    rollout = composed["grpo"].actor_rollout_ref.rollout
-    assert (rollout.n, rollout.temperature) != (4, 1.0)  # the regime, not the SmolLM2 sizes, reached the run
+    assert (composed["grpo"].data.train_batch_size, composed["grpo"].actor_rollout_ref.rollout.n) == (32, 8)
+    # the curriculum's plan covers the run: its passes over the train prompts fill every step (4 x 192 = 24 x 32)
+    prompts = toy.toy_train_per_level * len(toy_task.TRAIN_LEVELS)
+    assert composed["sent"].data.curriculum.epochs_per_stage * prompts == toy.steps * 32
+    quick = LabConfig.from_config({"quick": True})  # its 24 prompts (4 a level) fill a step of its own regime
+    assert quick.regime() is QUICK_REGIME and "data.train_batch_size=8" in quick.regime().overrides
     mine = LabConfig.from_config({"model": "toy", "train_overrides": ["actor_rollout_ref.rollout.n=2"]})
     assert recipe_config(variant_overrides("grpo", 0, tmp_path / "m", tmp_path / "s.parquet", tmp_path / "e.parquet",
                                            tmp_path / "g", mine, "cpu")).actor_rollout_ref.rollout.n == 2
@@ -88,7 +93,6 @@ def test_a_runs_seed_sets_data_order_sampling_and_curriculum_shuffles(recipe_con
 
 
 def test_toy_split_holds_out_500_problems_with_the_untrained_level(tmp_path):
-    from verl_ext import toy_task
 
     cfg = LabConfig.from_config({"model": "toy"})
     train_file, eval_file = split_data(tmp_path, cfg)

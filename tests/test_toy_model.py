@@ -39,6 +39,26 @@ def test_scoring_extraction_and_reward_read_the_answer(numbers, worked, total):
     assert compute_score(toy_task.DATA_SOURCE, wrong, total)["score"] == -1.0
 
 
+def test_slipped_solution_carries_each_slip_into_the_later_lines_and_the_answer():
+    import random
+
+    numbers = (12, 5, 9, 3)
+    assert toy_task.slipped_solution(numbers, random.Random(0), 0.0) == toy_task.solution(numbers)
+    rng = random.Random(1)
+    for _ in range(20):
+        lines = toy_task.slipped_solution(numbers, rng, 1.0).split("\n")
+        total = numbers[0]
+        for line, n in zip(lines, numbers[1:]):
+            left, written = line.split("=")
+            assert left == f"{total}+{n}" and abs(int(written) - (total + n)) == 1  # every sum off by one
+            total = int(written)  # the next line adds to the sum as written
+        assert lines[-1] == f"\\boxed{{{total}}}"
+    rng = random.Random(2)
+    slips = sum(line.split("=")[1] != str(sum(map(int, line.split("=")[0].split("+"))))
+                for _ in range(2000) for line in toy_task.slipped_solution(numbers, rng, 0.25).split("\n")[:-1])
+    assert slips / 6000 == pytest.approx(0.25, abs=0.02)
+
+
 def test_longest_response_fits_64_tokens():
     tokenizer = build_tokenizer()
     longest = toy_task.solution((29, *([9] * (toy_task.HELDOUT_LEVEL - 1))))
@@ -99,6 +119,7 @@ def test_cache_is_keyed_by_the_recipe(toy):
     assert toy.name == f"toy-reasoner-{TINY_RECIPE.key()}"
     assert replace(TINY_RECIPE, steps=21).key() != TINY_RECIPE.key()
     assert replace(TINY_RECIPE, level_weights={2: 1.0}).key() != TINY_RECIPE.key()
+    assert replace(TINY_RECIPE, slip_rate=0.1).key() != TINY_RECIPE.key()
     before = _weights_hash(toy), (toy / "model.safetensors").stat().st_mtime_ns
     assert toy_model_dir(toy.parent, TINY_RECIPE, measure_samples=0) == toy  # cached: not rebuilt
     assert (_weights_hash(toy), (toy / "model.safetensors").stat().st_mtime_ns) == before

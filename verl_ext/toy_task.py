@@ -8,7 +8,10 @@ last ``\\boxed{}``) and the scoring job's extraction (`verl_ext/semantic_entropy
     response "12+5=17\\n17+9=26\\n26+3=29\\n\\boxed{29}"
 
 Every step is one addition, so a model that gets a step right with probability p solves level k with about p^(k-1):
-difficulty compounds with the level, and the wrong answers scatter more the more steps can go wrong. Sums stay below
+difficulty compounds with the level, and the wrong answers scatter more the more steps can go wrong. `slipped_solution`
+writes the worked solution of a careless solver (each partial sum off by one with a given probability, the later lines
+carrying the slip on): the toy reasoner learns from such solutions, so its uncertainty sits at the partial sums, where
+RL can find and remove it. Sums stay below
 100, so a response is at most 8 characters a line and 60 characters at the held-out level 8 (64 tokens suffice with
 the toy model's character tokenizer). Pure Python, seeded, no I/O.
 """
@@ -41,6 +44,17 @@ def solution(numbers: tuple[int, ...]) -> str:
     for n in numbers[1:]:
         lines.append(f"{total}+{n}={total + n}")
         total += n
+    return "\n".join(lines) + f"\n\\boxed{{{total}}}"
+
+
+def slipped_solution(numbers: tuple[int, ...], rng: random.Random, slip_rate: float) -> str:
+    """`solution` as a careless solver writes it: each partial sum is off by one (up or down, evenly) with probability
+    `slip_rate`, and the next line adds to the sum as written, so the boxed total carries every slip."""
+    lines, total = [], numbers[0]
+    for n in numbers[1:]:
+        written = total + n + (rng.choice((-1, 1)) if rng.random() < slip_rate else 0)
+        lines.append(f"{total}+{n}={written}")
+        total = written
     return "\n".join(lines) + f"\n\\boxed{{{total}}}"
 
 
