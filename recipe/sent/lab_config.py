@@ -53,11 +53,7 @@ REGIMES: dict[str, Regime] = {
     "toy": Regime(steps=24, overrides=(
         "data.train_batch_size=32", "actor_rollout_ref.rollout.n=8", "actor_rollout_ref.actor.ppo_mini_batch_size=16",
         "actor_rollout_ref.rollout.temperature=1.0", "actor_rollout_ref.actor.optim.lr=3e-4",
-        "data.curriculum.epochs_per_stage=4",
-        # the 0.56 M model: larger micro-batches cost no memory and save per-call overhead
-        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=32",
-        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=32",
-        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=32")),
+        "data.curriculum.epochs_per_stage=4")),
 }
 DEFAULT_REGIME = Regime(steps=12, overrides=())
 # quick=true: the tiny toy's few prompts fill small steps (its steps come from QUICK)
