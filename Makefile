@@ -24,6 +24,11 @@ $(STAMP): pyproject.toml requirements/cpu.txt requirements/constraints-cpu.txt
 	$(PIP) install -q --no-deps -e .
 	touch $(STAMP)
 
+# Two pytest workers, each taking whole test files (a module's fixtures, one Slurm start or one trained run, stay in
+# one worker): a slow test mostly waits (Ray and vLLM start-up, verl's 2 s polls, Slurm's checks), so two overlap on
+# the 2-core CI machine. `make test PYTEST_ARGS=...` replaces this (e.g. one file, in one process).
+PYTEST_ARGS ?= -n 2 --dist loadfile
+
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 

