@@ -338,7 +338,7 @@ def quick_lab(tmp_path_factory):
     first = _lab(out, cache)
     stopped: dict = {}
     threading.Thread(target=_stop_sent_after_step_1, args=(first, out, stopped), daemon=True).start()
-    first_log, _ = first.communicate(timeout=900)
+    first_log, _ = first.communicate(timeout=1800)  # a deadline, not a speed check (15 min seen under load)
     assert "training" in stopped, f"the lab ended before sent's first checkpoint ({stopped}):\n{first_log[-4000:]}"
     # the lab took its training's whole session down: Ray workers sit in process groups of their own
     assert [process.pid for process in stopped["training"] if is_alive(process)] == []
@@ -346,7 +346,7 @@ def quick_lab(tmp_path_factory):
     grpo_done_mtime = (out / "grpo" / "seed0" / "done.json").stat().st_mtime_ns
     assert not (out / "sent" / "seed0" / "done.json").exists()
     second = _lab(out, cache)
-    second_log, _ = second.communicate(timeout=900)
+    second_log, _ = second.communicate(timeout=1800)
     assert second.returncode == 0, second_log[-6000:]
     print(f"quick lab with one kill and resume: {time.time() - started:.0f} s")
     return {"out": out, "first_log": first_log, "second_log": second_log, "grpo_done_mtime": grpo_done_mtime}

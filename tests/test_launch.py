@@ -8,10 +8,13 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import psutil
+import pytest
 
-from recipe.sent.launch import is_alive, kill_session, session_processes
+from recipe.sent.launch import _watch_deadline, is_alive, kill_session, session_processes
 
 # A leader standing in for verl's driver, and a worker in its own process group that ignores SIGTERM, as a Ray
 # worker busy in a task does (its SIGTERM handler runs only between Python bytecodes of its main thread).
@@ -59,3 +62,40 @@ def test_kill_session_of_a_finished_process_is_a_no_op():
     done.wait(timeout=30)
     kill_session(done, grace_s=1)
     assert done.returncode == 0
+
+
+@pytest.mark.parametrize("timeout_s, stall_s, progress_s, reason", [
+    (3, None, 0, "ran past its 3 s deadline"),
+    (600, 2, 0, "logged no step for 2 s (stalled)"),
+    (600, 2, 5, "logged no step for 2 s (stalled)"),  # steps every 0.5 s for 5 s keep it alive, then it stalls
+])
+def test_a_training_past_its_deadline_or_stalled_is_killed_naming_why(timeout_s, stall_s, progress_s, reason):
+    leader, worker_pid = _start_session()
+    worker = psutil.Process(worker_pid)
+    last_step = [time.time()]
+
+    def steps():
+        while time.time() - started < progress_s:
+            last_step[0] = time.time()
+            time.sleep(0.5)
+
+    try:
+        started = time.time()
+        stepping = threading.Thread(target=steps)
+        stepping.start()
+        fired = _watch_deadline(leader, timeout_s, stall_s, last_step)
+        stepping.join()
+        if progress_s:
+            assert fired == [] and leader.poll() is None  # alive while it steps
+        leader.wait(timeout=60)
+        assert fired == [reason]
+        assert time.time() - started >= max(progress_s, min(timeout_s, stall_s or timeout_s))
+        worker.wait(timeout=30)  # the session went down with it
+        assert not is_alive(worker)
+    finally:
+        for pid in (leader.pid, worker_pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        leader.wait(timeout=10)

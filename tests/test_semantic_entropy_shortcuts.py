@@ -21,8 +21,17 @@ from verl_ext.semantic_entropy.shortcuts import (
 )
 
 
+# math-verify's reference answers, not its speed: its 5 s default timeouts fire on a loaded CI machine and turn a parse
+# into [] and a comparison into False (seen: a four-element set under two parallel test workers)
+REFERENCE_TIMEOUT_S = 120
+
+
 def _parse(answer: str) -> list:
-    return parse("\\boxed{" + answer + "}")
+    return parse("\\boxed{" + answer + "}", parsing_timeout=REFERENCE_TIMEOUT_S)
+
+
+def _verify(gold: list, target: list) -> bool:
+    return verify(gold, target, timeout_seconds=REFERENCE_TIMEOUT_S)
 
 
 def _sig(answer: str):
@@ -31,12 +40,12 @@ def _sig(answer: str):
 
 def _mv_equal_either_way(a: str, b: str) -> bool:
     pa, pb = _parse(a), _parse(b)
-    return bool(verify(pa, pb) or verify(pb, pa))
+    return bool(_verify(pa, pb) or _verify(pb, pa))
 
 
 def _mv_equal_both_ways(a: str, b: str) -> bool:
     pa, pb = _parse(a), _parse(b)
-    return bool(verify(pa, pb) and verify(pb, pa))
+    return bool(_verify(pa, pb) and _verify(pb, pa))
 
 
 @pytest.mark.parametrize("answer", ["0", "7", "-7", "42", "100000", "-99999", "123456789012345678"])
@@ -271,5 +280,5 @@ def test_dapo_like_answers_cluster_and_grade_exactly_as_math_verify():
     ours = cluster_prompts(batch)
     for (responses, gt), res in zip(batch, ours):
         assert res.cluster_ids == naive_cluster_answers(responses)
-        expected = [a is not None and bool(_parse(a)) and bool(verify(_parse(gt), _parse(a))) for a in res.answers]
+        expected = [a is not None and bool(_parse(a)) and bool(_verify(_parse(gt), _parse(a))) for a in res.answers]
         assert res.correct == expected

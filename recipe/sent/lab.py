@@ -228,7 +228,7 @@ def run_variant(name: str, seed: int, model: Path, scored: Path, eval_file: Path
         if resumed:
             print(f"  resuming from the checkpoint of step {resumed}", flush=True)
         train(overrides, out, timeout_s=cfg.timeout_s, total_steps=cfg.steps, echo=lambda _: None,
-              keep_metrics=True, on_step=progress.step)
+              keep_metrics=True, on_step=progress.step, stall_s=cfg.stall_s)
     step = last_checkpoint(checkpoints)
     if step != cfg.steps:
         raise RuntimeError(f"training ended without the checkpoint of step {cfg.steps} (latest: {step})")

@@ -105,6 +105,8 @@ class LabConfig(TypedConfig):
     """main_sent overrides for every variant, after the lab's sizes and before the variant's own, e.g. '[data.train_batch_size=64,actor_rollout_ref.rollout.n=8]' to scale up"""
     timeout_s: float = 3600.0
     """deadline of one variant's training run"""
+    stall_s: float = 900.0
+    """a training run that logs no step for this long (start-up included) is stopped and marked failed; re-running the lab resumes it from its last checkpoint (a Ray actor killed by the memory monitor leaves verl's loop waiting forever)"""
     keep_checkpoints: bool = False
     """false: a finished variant's checkpoints are removed once merged and evaluated (its HF folder stays)"""
     quick: bool = False

@@ -49,13 +49,14 @@ def read_metrics(path: Path) -> list[dict]:
 
 def train(overrides: list[str], out_dir: str | Path, *, timeout_s: float, total_steps: int | None = None,
           echo=print, env: dict[str, str] | None = None, keep_metrics: bool = False,
-          on_step: Callable[[int, float], None] | None = None) -> TrainingRun:
+          on_step: Callable[[int, float], None] | None = None, stall_s: float | None = None) -> TrainingRun:
     """Train with `overrides`; `metrics.jsonl`, `train.log` land in `out_dir`. Raises TrainingFailed on a non-zero exit
     or when `timeout_s` passes (every process of the training's session is killed, Ray's workers and vLLM included;
     also when this process is interrupted). `keep_metrics`: a resumed run keeps the steps an earlier run logged in
     `metrics.jsonl` (verl's file logger truncates the file); a step logged but killed before its checkpoint (the
     trainer saves right after the log) is redone, and the later run's line is kept. `on_step(step, seconds)` is called
-    as each step finishes."""
+    as each step finishes. `stall_s`: also fail when no step is logged for that long (from the start, then from each
+    step), as when Ray's memory monitor kills one of the run's actors and verl's loop waits for it forever."""
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     log, metrics_file = out_dir / "train.log", out_dir / "metrics.jsonl"
@@ -68,12 +69,13 @@ def train(overrides: list[str], out_dir: str | Path, *, timeout_s: float, total_
     child_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), child_env.get("PYTHONPATH", "")) if p)
     overrides = [*overrides, "trainer.logger=[console,file]"]  # file: verl's own per-step JSON lines
     command = [sys.executable, "-m", "recipe.sent.main_sent", *overrides]
-    started = last = time.time()
+    started = time.time()
+    last_step = [started]  # when the last step was logged (the watcher reads it)
     with open(log, "a" if keep_metrics else "w") as log_fh:
         log_fh.write(" ".join(command) + "\n\n")
         proc = subprocess.Popen(command, cwd=ROOT, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace", start_new_session=True)
-        timed_out = _watch_deadline(proc, started + timeout_s)
+        stopped = _watch_deadline(proc, timeout_s, stall_s, last_step)
         try:
             for line in proc.stdout:
                 log_fh.write(line)
@@ -81,10 +83,10 @@ def train(overrides: list[str], out_dir: str | Path, *, timeout_s: float, total_
                 if match:
                     now, step = time.time(), int(match.group(1))
                     of = f"/{total_steps}" if total_steps else ""
-                    echo(f"  step {step}{of} done: {now - last:.0f} s (elapsed {now - started:.0f} s)")
+                    echo(f"  step {step}{of} done: {now - last_step[0]:.0f} s (elapsed {now - started:.0f} s)")
                     if on_step is not None:
-                        on_step(step, now - last)
-                    last = now
+                        on_step(step, now - last_step[0])
+                    last_step[0] = now
             proc.wait()
         except BaseException:
             # Ctrl-C or SIGTERM of this process: the child has its own session, so it would outlive us
@@ -94,8 +96,8 @@ def train(overrides: list[str], out_dir: str | Path, *, timeout_s: float, total_
             if keep_metrics:
                 _join_metrics(earlier, metrics_file)
     seconds = time.time() - started
-    if timed_out.is_set() or proc.returncode != 0:
-        why = f"ran past its {timeout_s:.0f} s deadline" if timed_out.is_set() else f"exited with {proc.returncode}"
+    if stopped or proc.returncode != 0:
+        why = stopped[0] if stopped else f"exited with {proc.returncode}"
         raise TrainingFailed(f"training {why}; log: {log}\n{_error_tail(log)}")
     return TrainingRun(out_dir=out_dir, log=log, metrics_file=metrics_file, seconds=seconds)
 
@@ -121,14 +123,20 @@ def _join_metrics(earlier: Path, metrics_file: Path) -> None:
     earlier.unlink()
 
 
-def _watch_deadline(proc: subprocess.Popen, deadline: float) -> threading.Event:
-    """Kill `proc`'s session once `deadline` passes; the returned event says whether it did."""
-    fired = threading.Event()
+def _watch_deadline(proc: subprocess.Popen, timeout_s: float, stall_s: float | None = None,
+                    last_step: list[float] | None = None) -> list[str]:
+    """Kill `proc`'s session once `timeout_s` pass, or `stall_s` after `last_step[0]` (the caller moves it at each
+    step); the returned list gets the reason when it did."""
+    deadline, fired = time.time() + timeout_s, []
 
     def watch():
         while proc.poll() is None:
-            if time.time() > deadline:
-                fired.set()
+            now = time.time()
+            if now > deadline:
+                fired.append(f"ran past its {timeout_s:.0f} s deadline")
+            elif stall_s is not None and now - last_step[0] > stall_s:
+                fired.append(f"logged no step for {stall_s:.0f} s (stalled)")
+            if fired:
                 kill_session(proc)
                 return
             time.sleep(1)
