@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -31,23 +32,14 @@ LEADER = textwrap.dedent("""
 """)
 
 
-def _start_session() -> tuple[subprocess.Popen, int]:
+@contextlib.contextmanager
+def _session():
+    """(leader, worker pid); both are SIGKILLed at the end, whatever the test did."""
     leader = subprocess.Popen([sys.executable, "-c", LEADER], stdout=subprocess.PIPE, text=True,
                               start_new_session=True)
     worker_pid = int(leader.stdout.readline())
-    return leader, worker_pid
-
-
-def test_kill_session_takes_down_a_worker_outside_the_leaders_process_group():
-    leader, worker_pid = _start_session()
-    worker = psutil.Process(worker_pid)
     try:
-        assert os.getpgid(worker_pid) != leader.pid  # os.killpg(leader.pid, ...) would not reach it
-        assert {process.pid for process in session_processes(leader.pid)} >= {leader.pid, worker_pid}
-        kill_session(leader, grace_s=1)
-        assert leader.returncode == -signal.SIGTERM  # the leader takes SIGTERM ...
-        assert not is_alive(worker)  # ... and the worker that ignores it gets SIGKILL after the grace
-        assert [process.pid for process in session_processes(leader.pid) if is_alive(process)] == []
+        yield leader, worker_pid
     finally:
         for pid in (leader.pid, worker_pid):
             try:
@@ -55,6 +47,17 @@ def test_kill_session_takes_down_a_worker_outside_the_leaders_process_group():
             except ProcessLookupError:
                 pass
         leader.wait(timeout=10)
+
+
+def test_kill_session_takes_down_a_worker_outside_the_leaders_process_group():
+    with _session() as (leader, worker_pid):
+        worker = psutil.Process(worker_pid)
+        assert os.getpgid(worker_pid) != leader.pid  # os.killpg(leader.pid, ...) would not reach it
+        assert {process.pid for process in session_processes(leader.pid)} >= {leader.pid, worker_pid}
+        kill_session(leader, grace_s=1)
+        assert leader.returncode == -signal.SIGTERM  # the leader takes SIGTERM ...
+        assert not is_alive(worker)  # ... and the worker that ignores it gets SIGKILL after the grace
+        assert [process.pid for process in session_processes(leader.pid) if is_alive(process)] == []
 
 
 def test_kill_session_of_a_finished_process_is_a_no_op():
@@ -70,17 +73,16 @@ def test_kill_session_of_a_finished_process_is_a_no_op():
     (600, 2, 5, "logged no step for 2 s (stalled)"),  # steps every 0.5 s for 5 s keep it alive, then it stalls
 ])
 def test_a_training_past_its_deadline_or_stalled_is_killed_naming_why(timeout_s, stall_s, progress_s, reason):
-    leader, worker_pid = _start_session()
-    worker = psutil.Process(worker_pid)
     last_step = [time.time()]
+    started = time.time()
 
     def steps():
         while time.time() - started < progress_s:
             last_step[0] = time.time()
             time.sleep(0.5)
 
-    try:
-        started = time.time()
+    with _session() as (leader, worker_pid):
+        worker = psutil.Process(worker_pid)
         stepping = threading.Thread(target=steps)
         stepping.start()
         fired = _watch_deadline(leader, timeout_s, stall_s, last_step)
@@ -92,10 +94,3 @@ def test_a_training_past_its_deadline_or_stalled_is_killed_naming_why(timeout_s,
         assert time.time() - started >= max(progress_s, min(timeout_s, stall_s or timeout_s))
         worker.wait(timeout=30)  # the session went down with it
         assert not is_alive(worker)
-    finally:
-        for pid in (leader.pid, worker_pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        leader.wait(timeout=10)
