@@ -24,9 +24,9 @@ $(STAMP): pyproject.toml requirements/cpu.txt requirements/constraints-cpu.txt
 	$(PIP) install -q --no-deps -e .
 	touch $(STAMP)
 
-# One process by default. `PYTEST_ARGS="-n 2 --dist loadfile"` runs two pytest-xdist workers taking whole files (about
-# 45 min instead of 60 on the 2-core machine), but on 2 cores and 24 GiB two trainings side by side have hit Ray's
-# memory monitor and a 600 s deadline: not yet CI's default.
+# One process by default. `PYTEST_ARGS="-n 2 --dist loadfile"` runs two pytest-xdist workers taking whole files (33 min
+# instead of 60 on the 2-core machine), but there one training stalled silently beside another (cause not found) and
+# two side by side with a lab hit Ray's memory monitor: not CI's default until that is understood.
 PYTEST_ARGS ?=
 
 test: $(STAMP)
