@@ -203,6 +203,17 @@ def tiny_model(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def gpu_check_cpu_form(tmp_path_factory) -> dict:
+    """`make gpu-check` run once in its CPU form (this machine has no GPU): its 2 tiny preset=sent steps, with
+    validation first and a checkpoint each step, are also the run the CPU end-to-end tests read (one training start
+    instead of two). {"out": its work folder, "returncode", "stdout", "stderr"}."""
+    out = tmp_path_factory.mktemp("gpu_check")
+    done = subprocess.run(["make", "-s", "gpu-check", f"GPU_CHECK_ARGS=--out {out} --timeout-s 900"], cwd=REPO,
+                          capture_output=True, text=True, timeout=1200)
+    return {"out": out, "returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -15,13 +15,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_make_gpu_check_runs_its_cpu_form_and_passes(tmp_path):
-    """The real command: versions, bf16 loss/selection on the CPU, 2 tiny steps of preset=sent on machine=cpu.
-    6.5 min measured on the shared 2-core machine under load (average 15-20); the 2 steps take most of it."""
-    out = subprocess.run(["make", "-s", "gpu-check", f"GPU_CHECK_ARGS=--out {tmp_path} --timeout-s 900"], cwd=REPO,
-                         capture_output=True, text=True, timeout=1200)
-    text = out.stdout
-    assert out.returncode == 0, text[-4000:] + out.stderr[-3000:]
+def test_make_gpu_check_runs_its_cpu_form_and_passes(gpu_check_cpu_form):
+    """The real command: versions, bf16 loss/selection on the CPU, 2 tiny steps of preset=sent on machine=cpu with
+    validation first and a checkpoint each step (the run `tests/test_train_cpu_e2e.py` reads too). 6.5 min measured
+    on the shared 2-core machine under load (average 15-20); the 2 steps take most of it."""
+    text = gpu_check_cpu_form["stdout"]
+    assert gpu_check_cpu_form["returncode"] == 0, text[-4000:] + gpu_check_cpu_form["stderr"][-3000:]
     assert "gpu-check (CPU form, machine=cpu)" in text
     for section in ("[versions]", "[loss and selection, bf16]", "[training: 2 steps of preset=sent"):
         assert section in text
@@ -29,7 +28,7 @@ def test_make_gpu_check_runs_its_cpu_form_and_passes(tmp_path):
     assert "accelerator algorithm on the CPU vs CPU: identical sets and beta" in text
     assert "machine=cpu, fp32, attention: sdpa (configured)" in text
     assert "gpu-check passed (cpu form)" in text.splitlines()[-1]
-    assert (tmp_path / "train" / "metrics.jsonl").exists()
+    assert (gpu_check_cpu_form["out"] / "train" / "metrics.jsonl").exists()
 
 
 def test_versions_pass_here_and_a_wrong_pin_is_named(tmp_path):

@@ -5,6 +5,7 @@ at step 2)."""
 
 from __future__ import annotations
 
+import _thread
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from bench.lab_step_time import lab_table
-from recipe.sent.lab import seed_overrides, split_data, variant_overrides
+from recipe.sent.lab import run_in_order, seed_overrides, split_data, variant_overrides
 from recipe.sent.lab_report import build_report
 from recipe.sent.lab_config import QUICK, QUICK_REGIME, VARIANTS, LabConfig
 from recipe.sent.launch import is_alive, session_processes
@@ -122,6 +123,66 @@ def test_config_errors_name_the_key():
         LabConfig.from_config({"quick": True, "steps": 5})
     quick = LabConfig.from_config({"quick": True, "out": "x"})
     assert {key: getattr(quick, key) for key in QUICK} == QUICK and quick.out == "x"
+    with pytest.raises(ConfigError, match="parallel must be >= 1 or null; got 0"):
+        LabConfig.from_config({"parallel": 0})
+
+
+@pytest.mark.parametrize("config, machine, workers", [
+    ({"model": "toy"}, "cpu", 2),  # the toy regime: two small runs fill the 2-core machine
+    ({"model": "toy"}, "gpu", 1),  # a run takes every GPU
+    ({"model": "smollm2"}, "cpu", 1),
+    ({"quick": True}, "cpu", 1),  # CI's quick lab: one training at a time
+    ({"model": "smollm2", "parallel": 3}, "cpu", 3),
+    ({"model": "toy", "parallel": 1}, "cpu", 1),
+    ({"model": "toy", "parallel": 2}, "gpu", 2),  # said explicitly: the user's call
+])
+def test_runs_at_once_come_from_parallel_else_the_regime_on_the_cpu(config, machine, workers):
+    assert LabConfig.from_config(config).workers(machine) == workers
+
+
+@pytest.mark.parametrize("count, workers", [(5, 1), (5, 2), (1, 2), (3, 4)])
+def test_runs_start_in_order_at_most_workers_at_once(count, workers):
+    lock, running, most, started = threading.Lock(), [0], [0], []
+
+    def run_one(index: int) -> None:
+        with lock:
+            started.append(index)
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+
+    run_in_order(count, workers, run_one, threading.Event(), stop=lambda: None)
+    assert started == list(range(count))  # a pool of threads takes the queue in order
+    assert most[0] == min(count, workers)
+
+
+@pytest.mark.parametrize("how", ["interrupt", "raise"])
+def test_an_interrupt_stops_the_runs_and_starts_no_more(how):
+    """A KeyboardInterrupt in the main thread (the lab's SIGTERM handler raises one), or an exception out of a run:
+    `stopping` is set before the stop callback runs, what was queued never starts, and the exception goes on up."""
+    stopping, started, stopped_with = threading.Event(), [], []
+    release = threading.Event()
+
+    def run_one(index: int) -> None:
+        started.append(index)
+        if index == 1:
+            if how == "interrupt":
+                _thread.interrupt_main()  # as a signal: KeyboardInterrupt in the main thread, which waits
+                release.wait(5)
+            else:
+                raise KeyboardInterrupt
+        release.wait(5)  # a training that runs until `stop` ends it
+
+    def stop() -> None:
+        stopped_with.append(stopping.is_set())
+        release.set()
+
+    with pytest.raises(KeyboardInterrupt):
+        run_in_order(6, 2, run_one, stopping, stop=stop)
+    time.sleep(0.2)
+    assert stopped_with == [True] and sorted(started) == [0, 1]
 
 
 # ------------------------------------------------------------------------------------------------ report

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recipe.sent.launch import TrainingFailed, read_metrics, train
+from recipe.sent.launch import TrainingFailed, TrainingRun, read_metrics, train
 from recipe.sent.tiny_run import BF16_OVERRIDES, check_sent_steps, tiny_overrides, write_tiny_data
 from recipe.sent.tiny_run import train_steps as tiny_train_steps
 
@@ -64,12 +64,20 @@ def assert_semantic_entropy_metrics(out: Path, step: int, m: dict, answers: int 
 
 
 @pytest.fixture(scope="module")
-def sent_run(workdir, tiny_model):
-    """preset=sent (global selection, KL to the reference), 2 steps, validating first and saving every step."""
-    out = workdir / "sent"
-    run = train(overrides(workdir, tiny_model, out, "preset=sent", "trainer.val_before_train=true",
-                          "trainer.save_freq=1"), out, timeout_s=600, echo=lambda _: None)
-    return run
+def sent_run(gpu_check_cpu_form):
+    """preset=sent (global selection, KL to the reference), 2 steps, validating first and saving every step: the
+    training of `make gpu-check`'s CPU form (`gpu_check.check_training`), run once for both test files. Its tiny
+    model and data sit beside it (`gpu_check_inputs`)."""
+    root = gpu_check_cpu_form["out"]
+    assert gpu_check_cpu_form["returncode"] == 0, gpu_check_cpu_form["stdout"][-4000:]
+    out = root / "train"
+    return TrainingRun(out_dir=out, log=out / "train.log", metrics_file=out / "metrics.jsonl", seconds=0.0)
+
+
+def gpu_check_inputs(sent_run) -> tuple[Path, Path]:
+    """The tiny model and the data folder (train.parquet, val.parquet) `sent_run` trained on."""
+    root = sent_run.out_dir.parent
+    return root / "tiny-qwen2", root / "data"
 
 
 def test_sent_preset_trains_two_steps_with_its_metrics(sent_run):
@@ -117,7 +125,7 @@ def test_validation_runs_with_the_reward_on_the_validation_set(sent_run):
     assert validation[0]["data"]["val-aux/sent_demo/reward/mean@1"] > 0
 
 
-def test_checkpoint_merges_into_a_hugging_face_folder_that_loads(sent_run, tiny_model, tmp_path):
+def test_checkpoint_merges_into_a_hugging_face_folder_that_loads(sent_run, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -128,21 +136,22 @@ def test_checkpoint_merges_into_a_hugging_face_folder_that_loads(sent_run, tiny_
                            str(actor), "--target_dir", str(merged)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     trained = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32)
-    initial = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    initial = AutoModelForCausalLM.from_pretrained(gpu_check_inputs(sent_run)[0], dtype=torch.float32)
     changed = [name for name, p in trained.named_parameters()
                if not torch.equal(p, dict(initial.named_parameters())[name])]
     assert changed, "two lr-1e-3 updates left every merged weight equal to the initial model"
 
 
-def test_resume_continues_at_step_2_and_serves_the_same_prompts(sent_run, workdir, tiny_model):
+def test_resume_continues_at_step_2_and_serves_the_same_prompts(sent_run, tmp_path):
     """A run killed right after saving step 1 (its step-2 checkpoint removed, as if it never got there) resumes
     with trainer.resume_mode=auto at step 2 and serves the prompts the uninterrupted run served at step 2."""
-    out = workdir / "resumed"
+    model, data = gpu_check_inputs(sent_run)
+    out = tmp_path / "resumed"
     shutil.copytree(sent_run.out_dir / "checkpoints", out / "checkpoints")
     shutil.rmtree(out / "checkpoints" / "global_step_2")
     (out / "checkpoints" / "latest_checkpointed_iteration.txt").write_text("1")
-    resumed = train(overrides(workdir, tiny_model, out, "preset=sent", "trainer.resume_mode=auto"), out,
-                    timeout_s=600, echo=lambda _: None)
+    resumed = train(tiny_overrides(model, data / "train.parquet", data / "val.parquet", out, "preset=sent",
+                                   "trainer.resume_mode=auto"), out, timeout_s=600, echo=lambda _: None)
     assert sorted(train_steps(resumed)) == [2]
     assert not (out / "rollouts" / "1.jsonl").exists()
     assert prompts_served(out, 2) == prompts_served(sent_run.out_dir, 2)

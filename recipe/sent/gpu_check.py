@@ -274,7 +274,9 @@ def check_loss_and_selection(machine: str) -> tuple[list[str], list[str]]:
 # --- 3. training --------------------------------------------------------------------------------------------------
 
 def check_training(machine: str, out: Path, timeout_s: float) -> tuple[list[str], list[str]]:
-    """(report lines, problems): 2 steps of preset=sent, tiny model, verl's real loop on `machine`."""
+    """(report lines, problems): 2 steps of preset=sent, tiny model, verl's real loop on `machine`, validating before
+    step 1 and saving a checkpoint after each step (the paths a long run depends on, checked in two steps). Writes
+    `out/tiny-qwen2`, `out/data/` and `out/train/` (log, metrics, checkpoints, rollouts)."""
     from recipe.sent.launch import TrainingFailed, train
     from recipe.sent.tiny_run import check_sent_steps, tiny_overrides, train_steps, write_tiny_data
     from verl_ext.tiny_model import build_tiny_model
@@ -283,7 +285,8 @@ def check_training(machine: str, out: Path, timeout_s: float) -> tuple[list[str]
     if not (model / "config.json").exists():
         build_tiny_model(model, max_positions=512)
     train_file, val_file = write_tiny_data(out / "data")
-    overrides = tiny_overrides(model, train_file, val_file, out / "train", "preset=sent", machine=machine)
+    overrides = tiny_overrides(model, train_file, val_file, out / "train", "preset=sent", "trainer.val_before_train=true",
+                               "trainer.save_freq=1", machine=machine)
     try:
         run = train(overrides, out / "train", timeout_s=timeout_s, total_steps=2, echo=print)
     except TrainingFailed as error:
@@ -292,7 +295,12 @@ def check_training(machine: str, out: Path, timeout_s: float) -> tuple[list[str]
     attention = next((line.split("] - ", 1)[-1] for line in log.splitlines() if "attention: " in line), "not logged")
     precision = "bf16" if machine == "gpu" else "fp32"
     steps = train_steps(run.metrics())
-    problems = [f"training (machine={machine}): {problem}" for problem in check_sent_steps(steps, precision=precision)]
+    found = check_sent_steps(steps, precision=precision)
+    if not any(entry["step"] == 0 and any(key.startswith("val-") for key in entry["data"]) for entry in run.metrics()):
+        found.append("no validation metrics before step 1 (val_before_train=true)")
+    found += [f"no checkpoint of step {step}" for step in (1, 2)
+              if not (out / "train" / "checkpoints" / f"global_step_{step}" / "actor").is_dir()]
+    problems = [f"training (machine={machine}): {problem}" for problem in found]
     lines = [f"  machine={machine}, {precision}, {attention}", f"  2 steps in {run.seconds:.0f} s; log {run.log}"]
     for step, m in sorted(steps.items()):
         lines.append(f"  step {step}: sent/low_entropy_frac {m.get('sent/low_entropy_frac', float('nan')):.4f}, "

@@ -27,8 +27,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
+
+import psutil
 
 from recipe.sent.lab_config import VARIANTS, LabConfig
 from recipe.sent.lab_report import BENCHMARK, build_report, run_dir
@@ -187,37 +192,103 @@ def run_logged(command: list[str], log: Path, timeout_s: float) -> None:
 
 
 class Progress:
-    """Run i/n, step, seconds per step and the time left (from the steps and runs timed so far); `names`: one label
-    per (variant, seed) run."""
+    """Run i/n, step, seconds per step and the time left (from the steps and runs timed so far, `workers` runs at a
+    time); `names`: one label per (variant, seed) run. `start` gives each run its own `RunProgress`."""
 
-    def __init__(self, names: list[str], steps: int):
-        self.names, self.steps = names, steps
+    def __init__(self, names: list[str], steps: int, workers: int = 1):
+        self.names, self.steps, self.workers = names, steps, workers
         self.variant_seconds: list[float] = []
         self.step_seconds: list[float] = []
-        self.current, self.started, self.warming_up = 0, time.time(), True
+        self.next_index = 0  # runs from here on have not started
+        self.lock = threading.Lock()
 
-    def start(self, index: int) -> None:
-        self.current, self.started, self.warming_up = index, time.time(), True
+    def start(self, index: int) -> RunProgress:
+        with self.lock:
+            self.next_index = max(self.next_index, index + 1)
         print(f"\n== run {index + 1}/{len(self.names)}: {self.names[index]} ==", flush=True)
+        return RunProgress(self, index)
+
+
+class RunProgress:
+    """One run's share of `Progress`: its start time and whether its next step includes a launch's start-up."""
+
+    def __init__(self, shared: Progress, index: int):
+        self.shared, self.index, self.started, self.warming_up = shared, index, time.time(), True
 
     def step(self, step: int, seconds: float) -> None:
-        if not self.warming_up:  # the first step of a launch (fresh or resumed) includes its start-up
-            self.step_seconds.append(seconds)
-        self.warming_up = False
-        per_step = sum(self.step_seconds) / len(self.step_seconds) if self.step_seconds else seconds
-        elapsed = time.time() - self.started
-        this_variant = elapsed + (self.steps - step) * per_step
-        per_variant = sum(self.variant_seconds) / len(self.variant_seconds) if self.variant_seconds else this_variant
-        left = (self.steps - step) * per_step + (len(self.names) - self.current - 1) * per_variant
-        print(f"  [{self.current + 1}/{len(self.names)} {self.names[self.current]}] step {step}/{self.steps}: "
+        shared = self.shared
+        with shared.lock:
+            if not self.warming_up:  # the first step of a launch (fresh or resumed) includes its start-up
+                shared.step_seconds.append(seconds)
+            self.warming_up = False
+            per_step = sum(shared.step_seconds) / len(shared.step_seconds) if shared.step_seconds else seconds
+            this_run = time.time() - self.started + (shared.steps - step) * per_step
+            per_run = (sum(shared.variant_seconds) / len(shared.variant_seconds) if shared.variant_seconds
+                       else this_run)
+            waiting = len(shared.names) - shared.next_index
+            left = (shared.steps - step) * per_step + waiting * per_run / shared.workers
+        print(f"  [{self.index + 1}/{len(shared.names)} {shared.names[self.index]}] step {step}/{shared.steps}: "
               f"{seconds:.0f} s ({per_step:.0f} s/step); about {left / 60:.0f} min left", flush=True)
 
     def finish(self) -> None:
-        self.variant_seconds.append(time.time() - self.started)
+        with self.shared.lock:
+            self.shared.variant_seconds.append(time.time() - self.started)
+
+
+def run_in_order(count: int, workers: int, run_one: Callable[[int], None], stopping: threading.Event,
+                 stop: Callable[[], None] | None = None) -> None:
+    """`run_one(0)`, `run_one(1)`, ... started in that order, at most `workers` at once. An exception out of
+    `run_one` (it records its own failures) or an interrupt of this thread (Ctrl-C, SIGTERM) stops the rest:
+    `stopping` is set, nothing new starts, and `stop` (default `stop_children`) takes down what runs, so the run
+    threads return."""
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lab-run")
+    futures = []
+    try:
+        for index in range(count):
+            futures.append(pool.submit(run_one, index))
+        wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [future.exception() for future in futures if future.done() and future.exception()]
+        if failed:
+            raise failed[0]
+    except BaseException:
+        stopping.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        (stop or stop_children)()
+        raise
+    pool.shutdown()
+
+
+def stop_children(grace_s: float = 10.0) -> None:
+    """SIGTERM every process below the lab and every process in their sessions (a training leads a session of its
+    own, which its Ray workers share), then SIGKILL what is left after `grace_s`. Never the lab's own session: that
+    holds whoever started the lab."""
+    from recipe.sent.launch import is_alive, session_processes
+
+    own_session = os.getsid(0)
+    found = {process.pid: process for process in psutil.Process().children(recursive=True)}
+    for sid in {_session_of(pid) for pid in found} - {own_session, None}:
+        found.update((process.pid, process) for process in session_processes(sid))
+    found.pop(os.getpid(), None)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for process in found.values():
+            try:
+                process.send_signal(sig)
+            except psutil.Error:  # gone already
+                pass
+        deadline = time.time() + grace_s
+        while time.time() < deadline and any(is_alive(process) for process in found.values()):
+            time.sleep(0.1)
+
+
+def _session_of(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:  # exited meanwhile
+        return None
 
 
 def run_variant(name: str, seed: int, model: Path, scored: Path, eval_file: Path, out: Path, cfg: LabConfig,
-                machine: str, progress: Progress) -> None:
+                machine: str, progress: RunProgress) -> None:
     """Train (or resume), merge, evaluate; `done.json` last. Raises on failure."""
     from recipe.sent.launch import train
 
@@ -269,26 +340,36 @@ def run_lab(cfg: LabConfig, command: str = "") -> Path:
     labels = [f"{name} seed {seed}" for name, seed in runs]
     finished_before = [label for (name, seed), label in zip(runs, labels)
                        if (run_dir(out, name, seed) / "done.json").exists()]
-    progress = Progress(labels, cfg.steps)
-    for index, (name, seed) in enumerate(runs):
+    workers = cfg.workers(machine)
+    progress = Progress(labels, cfg.steps, workers)
+    stopping = threading.Event()
+
+    def run_one(index: int) -> None:
+        name, seed = runs[index]
         run_out = run_dir(out, name, seed)
         if (run_out / "done.json").exists():
             print(f"\n== run {index + 1}/{len(runs)}: {labels[index]}: done, skipped ==", flush=True)
-            continue
-        progress.start(index)
+            return
+        run = progress.start(index)
         try:
-            run_variant(name, seed, model, scored, eval_file, run_out, cfg, machine, progress)
-            print(f"  done in {time.time() - progress.started:.0f} s", flush=True)
+            run_variant(name, seed, model, scored, eval_file, run_out, cfg, machine, run)
+            print(f"  [{labels[index]}] done in {time.time() - run.started:.0f} s", flush=True)
         except Exception as failure:  # noqa: BLE001 - recorded in the report; the lab goes on with the others
+            if stopping.is_set():  # the lab is being stopped: the run resumes next time, it did not fail
+                return
             run_out.mkdir(parents=True, exist_ok=True)
             (run_out / "failed.json").write_text(json.dumps({"variant": name, "seed": seed, "error": str(failure)},
                                                             indent=1))
-            print(f"  FAILED: {str(failure).splitlines()[0]}", flush=True)
-        progress.finish()
+            print(f"  [{labels[index]}] FAILED: {str(failure).splitlines()[0]}", flush=True)
+        run.finish()
+
+    run_in_order(len(runs), workers, run_one, stopping)
 
     wall = f"Wall time: {(time.time() - started) / 60:.1f} min for this invocation"
     wall += (f" (finished earlier, not counted: {', '.join(finished_before)})." if finished_before
              else " (every run ran in it).")
+    if workers > 1:
+        wall += f" Runs trained {workers} at a time (`parallel`), so each run's seconds are under that load."
     run_info = (f"Machine: {describe_machine(machine)}.", "", wall)
     report = build_report(out, cfg.variants, cfg.seeds, cfg.ks, cfg.last_steps, cfg.reward_target, command, run_info)
     print(f"\nDone in {time.time() - started:.0f} s.\n  report {report}\n  curves {out / 'curves.png'}")

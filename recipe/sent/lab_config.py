@@ -43,17 +43,21 @@ class Regime:
 
     steps: int
     overrides: tuple[str, ...]
+    cpu_parallel: int = 1
+    """runs trained at once on machine=cpu when `parallel` is null"""
 
 
 # model -> its regime; any other model: DEFAULT_REGIME. The toy's was chosen by running grpo alone, before any variant
 # was compared (docs/lab/toy/regime.md): 32 prompts x 8 answers in two mini-batches at lr 3e-4 halves grpo's token
 # entropy in about 20 steps while its reward rises; 8-prompt steps were too noisy (lr 1e-3 diverged, 3e-4 drifted).
 # 24 steps x 32 prompts pass 4 times over the 192 train prompts: the curriculum passes 4 times over each stage.
+# Two toy runs at once on the 2-core CPU: a step's fixed waits (vLLM's 2 s polls, process start-up) overlap, so two
+# finish sooner than one after the other (docs/lab/toy/README.md has the measured wall time).
 REGIMES: dict[str, Regime] = {
     "toy": Regime(steps=24, overrides=(
         "data.train_batch_size=32", "actor_rollout_ref.rollout.n=8", "actor_rollout_ref.actor.ppo_mini_batch_size=16",
         "actor_rollout_ref.rollout.temperature=1.0", "actor_rollout_ref.actor.optim.lr=3e-4",
-        "data.curriculum.epochs_per_stage=4")),
+        "data.curriculum.epochs_per_stage=4"), cpu_parallel=2),
 }
 DEFAULT_REGIME = Regime(steps=12, overrides=())
 # quick=true: the tiny toy's few prompts fill small steps (its steps come from QUICK)
@@ -103,6 +107,8 @@ class LabConfig(TypedConfig):
     """the report's train reward is the mean over this many last steps"""
     train_overrides: list[str] = field(default_factory=list)
     """main_sent overrides for every variant, after the lab's sizes and before the variant's own, e.g. '[data.train_batch_size=64,actor_rollout_ref.rollout.n=8]' to scale up"""
+    parallel: int | None = None
+    """(variant, seed) runs trained at once, each in its own Ray cluster; null: the model's regime's on machine=cpu (toy: 2, others 1), 1 on machine=gpu (a run takes every GPU)"""
     timeout_s: float = 3600.0
     """deadline of one variant's training run"""
     stall_s: float = 900.0
@@ -126,6 +132,8 @@ class LabConfig(TypedConfig):
                 raise ConfigError(f"{key} must be >= 1; got {getattr(self, key)}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or any(seed < 0 for seed in self.seeds):
             raise ConfigError(f"seeds must be distinct integers >= 0, at least one; got {self.seeds}")
+        if self.parallel is not None and self.parallel < 1:
+            raise ConfigError(f"parallel must be >= 1 or null; got {self.parallel}")
         for key in ("toy_train_per_level", "toy_heldout_per_level"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1; got {getattr(self, key)}")
@@ -139,6 +147,12 @@ class LabConfig(TypedConfig):
 
     def regime(self) -> Regime:
         return QUICK_REGIME if self.quick else REGIMES.get(self.model, DEFAULT_REGIME)
+
+    def workers(self, machine: str) -> int:
+        """Runs at once: `parallel`, else the regime's on the CPU and 1 on a GPU machine (`machine`: cpu | gpu)."""
+        if self.parallel is not None:
+            return self.parallel
+        return self.regime().cpu_parallel if machine == "cpu" else 1
 
     def _apply_quick(self) -> None:
         defaults = LabConfig.__dataclass_fields__
