@@ -6,7 +6,7 @@
    level held out;
 2. semantic-entropy scoring of the train split with the initial model (`runs.score`);
 3. per variant (`lab_config.VARIANTS`: a preset plus its overrides; all else shared) and seed (`seeds`, into
-   `<variant>/seed<k>/`): training through
+   `<variant>/seed<k>/`; `LabConfig.workers()` runs at once, each in a thread of its own): training through
    `recipe.sent.launch.train` with checkpoints and `resume_mode=auto`, the last checkpoint merged to a Hugging Face
    folder (`verl.model_merger`), evaluated on the held-out set (`verl_ext.eval`: avg@k, pass@k); the initial model
    is evaluated once as the baseline;
@@ -398,7 +398,7 @@ def describe_machine(machine: str) -> str:
     return ", ".join(parts)
 
 
-def _terminate(signum, frame):
+def raise_interrupt(signum, frame):
     # as Ctrl-C: unwinds through launch.train, which takes the training's whole session down with it
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -413,7 +413,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     command = " ".join(["python -m recipe.sent.lab", *sys.argv[1:]])
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name="lab", version_base="1.3")
