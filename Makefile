@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml requirements/cpu.txt requirements/constraints-cpu.txt
 	touch $(STAMP)
 
 # One process by default. `PYTEST_ARGS="-n 2 --dist loadfile"` runs two pytest-xdist workers taking whole files (33 min
-# instead of 60 on the 2-core machine), but there one training stalled silently beside another (cause not found) and
+# instead of about 40 on the 2-core machine), but there one training stalled silently beside another (cause not found) and
 # two side by side with a lab hit Ray's memory monitor: not CI's default until that is understood.
 PYTEST_ARGS ?=
 
