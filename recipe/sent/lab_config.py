@@ -51,8 +51,8 @@ class Regime:
 # was compared (docs/lab/toy/regime.md): 32 prompts x 8 answers in two mini-batches at lr 3e-4 halves grpo's token
 # entropy in about 20 steps while its reward rises; 8-prompt steps were too noisy (lr 1e-3 diverged, 3e-4 drifted).
 # 24 steps x 32 prompts pass 4 times over the 192 train prompts: the curriculum passes 4 times over each stage.
-# Two toy runs at once on the 2-core CPU: a step's fixed waits (vLLM's 2 s polls, process start-up) overlap, so two
-# finish sooner than one after the other (docs/lab/toy/README.md has the measured wall time).
+# Two toy runs at once on the 2-core CPU: a step's fixed waits (verl's 2 s replay-buffer polls, process start-ups)
+# overlap, about 1.3x the runs per hour (docs/lab/toy/rebuild/README.md: the default toy lab in 97.8 min).
 REGIMES: dict[str, Regime] = {
     "toy": Regime(steps=24, overrides=(
         "data.train_batch_size=32", "actor_rollout_ref.rollout.n=8", "actor_rollout_ref.actor.ppo_mini_batch_size=16",
