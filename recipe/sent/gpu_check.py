@@ -285,8 +285,8 @@ def check_training(machine: str, out: Path, timeout_s: float) -> tuple[list[str]
     if not (model / "config.json").exists():
         build_tiny_model(model, max_positions=512)
     train_file, val_file = write_tiny_data(out / "data")
-    overrides = tiny_overrides(model, train_file, val_file, out / "train", "preset=sent", "trainer.val_before_train=true",
-                               "trainer.save_freq=1", machine=machine)
+    overrides = tiny_overrides(model, train_file, val_file, out / "train", "preset=sent",
+                               "trainer.val_before_train=true", "trainer.save_freq=1", machine=machine)
     try:
         run = train(overrides, out / "train", timeout_s=timeout_s, total_steps=2, echo=print)
     except TrainingFailed as error:
