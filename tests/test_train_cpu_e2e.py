@@ -86,6 +86,8 @@ def test_sent_preset_trains_two_steps_with_its_metrics(sent_run):
     assert check_sent_steps(train_steps(sent_run)) == []
     for step, m in train_steps(sent_run).items():
         assert_semantic_entropy_metrics(sent_run.out_dir, step, m)
+        # every step's weight sync went through the host's lock (recipe/sent/weight_sync_lock.py)
+        assert 0.0 <= m["timing_s/weight_sync_wait"] < m["timing_s/step"]
 
 
 def test_sent_trains_in_bf16_on_two_data_parallel_ranks_with_exact_global_selection_counts(workdir, tiny_model):

@@ -108,7 +108,7 @@ class LabConfig(TypedConfig):
     train_overrides: list[str] = field(default_factory=list)
     """main_sent overrides for every variant, after the lab's sizes and before the variant's own, e.g. '[data.train_batch_size=64,actor_rollout_ref.rollout.n=8]' to scale up"""
     parallel: int | None = None
-    """(variant, seed) runs trained at once, each in its own Ray cluster; null: the model's regime's on machine=cpu (toy: 2, others 1), 1 on machine=gpu (a run takes every GPU)"""
+    """(variant, seed) runs trained at once, each in its own Ray cluster, their weight syncs one at a time (recipe/sent/weight_sync_lock.py); null: the model's regime's on machine=cpu (toy: 2, others 1), 1 on machine=gpu (a run takes every GPU)"""
     timeout_s: float = 3600.0
     """deadline of one variant's training run"""
     stall_s: float = 900.0

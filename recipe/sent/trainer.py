@@ -23,6 +23,7 @@ from verl.utils.config import omega_conf_to_dataclass
 from recipe.sent.curriculum_dataset import STAGE_FIELD, curriculum_step_metrics
 from recipe.sent.losses import sent_actor_loss
 from recipe.sent.selection import STEP_FIELDS, step_sent_beta
+from recipe.sent.weight_sync_lock import weight_sync_lock
 from verl_ext.semantic_entropy.clustering import MathVerifyPool
 from verl_ext.semantic_entropy.config import ClusteringConfig
 from verl_ext.semantic_entropy.rollout_groups import group_entropies, group_responses, summarize
@@ -35,6 +36,7 @@ SE_CONFIG_KEY = "semantic_entropy_metrics"
 SE_PREFIX = "semantic_entropy/"
 SAVED_LINE = "[sent] checkpoint saved after logging step"  # on_train_begin; its order is tested end to end
 SE_TIMING = "semantic_entropy"  # timing_s/semantic_entropy: what the metric adds to the step on the trainer's thread
+SYNC_WAIT_TIMING = "weight_sync_wait"  # timing_s/weight_sync_wait: the step's wait for another training's weight sync
 
 
 def sent_loss_enabled(config: DictConfig) -> bool:
@@ -113,7 +115,22 @@ class SentSyncTrainer(PPOTrainerSync):
         se_config = self.config.get(SE_CONFIG_KEY, None)
         self.semantic_entropy = (RolloutSemanticEntropy(se_config, self.tokenizer)
                                  if se_config is not None and se_config.get("enable", False) else None)
-        super().on_init_end()
+        self._sync_weights_one_at_a_time()
+        super().on_init_end()  # its first update_weights already goes through the lock
+
+    def _sync_weights_one_at_a_time(self) -> None:
+        """Every update_weights of this training holds the host's weight-sync lock (`recipe.sent.weight_sync_lock`:
+        verl's socket path is the same for every training that starts its own Ray cluster)."""
+        update_weights = self.checkpoint_manager.update_weights
+
+        def update_weights_alone(*args, **kwargs):
+            with weight_sync_lock() as waited:
+                timing = getattr(self, "timing_raw", None)
+                if timing is not None:
+                    timing[SYNC_WAIT_TIMING] = timing.get(SYNC_WAIT_TIMING, 0.0) + waited
+                return update_weights(*args, **kwargs)
+
+        self.checkpoint_manager.update_weights = update_weights_alone
 
     def on_train_begin(self):
         super().on_train_begin()
