@@ -189,6 +189,32 @@ def test_an_interrupt_stops_the_runs_and_starts_no_more(how):
     assert stopped_with == [True] and sorted(started) == [0, 1]
 
 
+STOPPING_LAB = """
+import json, subprocess, sys, time
+import psutil
+from recipe.sent.lab import stop_children
+worker = ("import os, signal, sys, time; os.setpgrp(); signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+          "print(os.getpid(), flush=True); time.sleep(600)")
+leader = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', sys.argv[1]]); time.sleep(600)")
+training = subprocess.Popen([sys.executable, "-c", leader, worker], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)  # a training leads a session; its Ray workers sit in groups of their own
+plain = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # a child in the lab's own session
+pids = [training.pid, int(training.stdout.readline()), plain.pid]
+stop_children(grace_s=1)
+time.sleep(0.2)
+print(json.dumps([psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids]))
+"""
+
+
+def test_stop_children_takes_down_every_session_below_the_lab():
+    """A training's leader, its worker that ignores SIGTERM outside the leader's group (SIGKILL after the grace), and
+    a plain child: all gone; the lab itself carries on (it prints)."""
+    done = subprocess.run([sys.executable, "-c", STOPPING_LAB], capture_output=True, text=True, timeout=60, cwd=REPO,
+                          start_new_session=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == [False, False, False]
+
+
 # ------------------------------------------------------------------------------------------------ report
 def _metrics(entropy: list[float], stage: list[int] | None, seconds: float, reward_slope: float, sent: bool) -> str:
     lines = []

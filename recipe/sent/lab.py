@@ -262,22 +262,14 @@ def stop_children(grace_s: float = 10.0) -> None:
     """SIGTERM every process below the lab and every process in their sessions (a training leads a session of its
     own, which its Ray workers share), then SIGKILL what is left after `grace_s`. Never the lab's own session: that
     holds whoever started the lab."""
-    from recipe.sent.launch import is_alive, session_processes
+    from recipe.sent.launch import session_processes, terminate
 
     own_session = os.getsid(0)
     found = {process.pid: process for process in psutil.Process().children(recursive=True)}
     for sid in {_session_of(pid) for pid in found} - {own_session, None}:
         found.update((process.pid, process) for process in session_processes(sid))
     found.pop(os.getpid(), None)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for process in found.values():
-            try:
-                process.send_signal(sig)
-            except psutil.Error:  # gone already
-                pass
-        deadline = time.time() + grace_s
-        while time.time() < deadline and any(is_alive(process) for process in found.values()):
-            time.sleep(0.1)
+    terminate(lambda: list(found.values()), grace_s)
 
 
 def _session_of(pid: int) -> int | None:

@@ -149,17 +149,27 @@ def kill_session(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
     """SIGTERM every process in `proc`'s session, SIGKILL what is left after `grace_s`. The session, not the process
     group: Ray puts each worker (the TaskRunner that runs the training loop, vLLM, FSDP) in a group of its own, and
     they outlive verl's driver by seconds, long enough to finish and checkpoint another step after a kill."""
+    terminate(lambda: [process for process in session_processes(proc.pid) if process.pid != proc.pid], grace_s,
+              child=proc)
+
+
+def terminate(processes: Callable[[], list[psutil.Process]], grace_s: float = 10.0, *,
+              child: subprocess.Popen | None = None) -> None:
+    """SIGTERM `processes()` (and `child`), then SIGKILL what is left after `grace_s`; each round asks `processes()`
+    anew (a worker can start meanwhile). `child`, a Popen of ours, is signalled through Popen, which waits for it and
+    never signals a reaped pid."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        others = [process for process in session_processes(proc.pid) if process.pid != proc.pid]
-        for process in others:
+        found = processes()
+        for process in found:
             try:
                 process.send_signal(sig)
             except psutil.Error:  # gone already
                 pass
-        proc.send_signal(sig)  # our child: Popen, not psutil, waits for it (and never signals a reaped pid)
+        if child is not None:
+            child.send_signal(sig)
         deadline = time.time() + grace_s
         while time.time() < deadline:
-            if proc.poll() is not None and not any(is_alive(process) for process in others):
+            if (child is None or child.poll() is not None) and not any(is_alive(process) for process in found):
                 return
             time.sleep(0.1)
 
