@@ -196,13 +196,19 @@ from recipe.sent.lab import stop_children
 worker = ("import os, signal, sys, time; os.setpgrp(); signal.signal(signal.SIGTERM, signal.SIG_IGN); "
           "print(os.getpid(), flush=True); time.sleep(600)")
 leader = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', sys.argv[1]]); time.sleep(600)")
+# a training leads a session of its own; its Ray workers sit in process groups of their own
 training = subprocess.Popen([sys.executable, "-c", leader, worker], stdout=subprocess.PIPE, text=True,
-                            start_new_session=True)  # a training leads a session; its Ray workers sit in groups of their own
+                            start_new_session=True)
 plain = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # a child in the lab's own session
 pids = [training.pid, int(training.stdout.readline()), plain.pid]
 stop_children(grace_s=1)
 time.sleep(0.2)
-print(json.dumps([psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids]))
+def alive(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+print(json.dumps([alive(pid) for pid in pids]))
 """
 
 

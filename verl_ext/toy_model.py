@@ -14,8 +14,9 @@ learn and token entropy something to lose).
 - The same model on every machine: the build runs in a child process with its numerics pinned (`BUILD_ENV`: ATen's
   kernels at AVX2, MKL's and oneDNN's code paths at AVX2, 2 threads), so that every x86-64 machine (AVX2 or AVX-512)
   builds the same weights from `Recipe.seed` (checked on AMD EPYC, not on an Intel CPU), and the build says whether
-  they are the reference ones (`REFERENCE_WEIGHTS`, checked in CI). Unpinned, a machine's own kernels decide: the default recipe built with AVX-512 kernels is another,
-  stronger model (the rebuild below; the AVX2 and AVX-512 builds part at the first logged loss).
+  they are the reference ones (`REFERENCE_WEIGHTS`, checked in CI). Unpinned, a machine's own kernels decide: the
+  default recipe built with AVX-512 kernels is another, stronger model (the rebuild below; the AVX2 and AVX-512 builds
+  part at the first logged loss).
 - `measure` samples the scoring job (vLLM, temperature 1) on a generated split and prints pass@1, pass@8 and the mean
   semantic entropy per level and Spearman corr(SE, pass rate); the build stores that table as ``toy_eval.json``.
 
@@ -180,7 +181,8 @@ def build_pinned(path: str | Path, recipe: Recipe = DEFAULT_RECIPE, *, timeout_s
     try:  # its output streams through; an exception here (Ctrl-C, a lab's SIGTERM handler) kills it
         subprocess.run(command, env={**os.environ, **BUILD_ENV}, check=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        raise SystemExit(f"toy reasoner {recipe.key()}: the build of {path} did not finish in {timeout_s:g} s") from None
+        raise SystemExit(f"toy reasoner {recipe.key()}: the build of {path} did not finish in {timeout_s:g} s"
+                         ) from None
     except subprocess.CalledProcessError as error:
         raise SystemExit(f"toy reasoner {recipe.key()}: the build of {path} failed (exit {error.returncode}, "
                          "its output above)") from None
