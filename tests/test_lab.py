@@ -106,6 +106,27 @@ def test_toy_split_holds_out_500_problems_with_the_untrained_level(tmp_path):
     assert split_data(tmp_path, cfg) == (train_file, eval_file)  # written once, the same for every seed
 
 
+def test_the_documented_train_overrides_example_parses_through_hydras_cli_grammar():
+    """The example in `train_overrides`' help, as the shell hands it to Hydra, composes into the lab's config; the
+    unquoted form the help once gave is a Hydra grammar error."""
+    import re
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.config_store import ConfigStore
+    from hydra.errors import OverrideParseException
+
+    from recipe.sent.lab import CONFIG_DIR, SCHEMA_NAME
+    from verl_ext.config import field_docs
+
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=LabConfig)
+    (example,) = re.findall(r"e\.g\. '([^']+)'", field_docs(LabConfig)["train_overrides"])
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = LabConfig.from_config(compose(config_name="lab", overrides=[example]))
+        assert cfg.train_overrides == ["data.train_batch_size=64", "actor_rollout_ref.rollout.n=8"]
+        with pytest.raises(OverrideParseException):
+            compose(config_name="lab", overrides=["train_overrides=[data.train_batch_size=64]"])
+
+
 def test_config_errors_name_the_key():
     with pytest.raises(ConfigError, match="stepz"):
         LabConfig.from_config({"stepz": 3})

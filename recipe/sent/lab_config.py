@@ -106,7 +106,7 @@ class LabConfig(TypedConfig):
     last_steps: int = 4
     """the report's train reward is the mean over this many last steps"""
     train_overrides: list[str] = field(default_factory=list)
-    """main_sent overrides for every variant, after the lab's sizes and before the variant's own, e.g. '[data.train_batch_size=64,actor_rollout_ref.rollout.n=8]' to scale up"""
+    """main_sent overrides for every variant, after the lab's sizes and before the variant's own, e.g. 'train_overrides=["data.train_batch_size=64","actor_rollout_ref.rollout.n=8"]' to scale up (each item quoted: Hydra's grammar rejects an unquoted = inside a list)"""
     parallel: int | None = None
     """(variant, seed) runs trained at once, each in its own Ray cluster, their weight syncs one at a time (recipe/sent/weight_sync_lock.py); null: the model's regime's on machine=cpu (toy: 2, others 1), 1 on machine=gpu (a run takes every GPU)"""
     timeout_s: float = 3600.0
