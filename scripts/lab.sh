@@ -5,7 +5,7 @@
 #
 #   MODEL_PATH=/models/Qwen2.5-Math-1.5B bash scripts/lab.sh                 # knobs from the environment
 #   MODEL_PATH=... bash scripts/lab.sh variants='[grpo,sent]' steps=40      # any LabConfig key after (Hydra)
-#   MODEL_PATH=... bash scripts/lab.sh steps=100 train_overrides='[actor_rollout_ref.rollout.n=16]'   # scale every variant
+#   MODEL_PATH=... bash scripts/lab.sh steps=100 train_overrides='["actor_rollout_ref.rollout.n=16"]'   # scale every variant
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MODEL_PATH=${MODEL_PATH:?set MODEL_PATH to a Hugging Face model folder}
