@@ -115,8 +115,9 @@ def _documented_train_overrides():
 
     texts = {"LabConfig help": field_docs(LabConfig)["train_overrides"]}
     texts |= {name: (REPO / name).read_text() for name in ("README.md", "docs/lab/README.md", "scripts/lab.sh")}
+    quoted = r"'train_overrides=[^']*'|train_overrides='[^']*'"  # 'key=[...]' or key='[...]'
     return [pytest.param(shlex.split(example)[0], id=name)
-            for name, text in texts.items() for example in re.findall(r"'train_overrides=[^']*'|train_overrides='[^']*'", text)]
+            for name, text in texts.items() for example in re.findall(quoted, text)]
 
 
 @pytest.mark.parametrize("example", _documented_train_overrides())
@@ -139,6 +140,28 @@ def test_documented_train_overrides_parse_through_hydras_cli_grammar(example):
 
 def test_the_docs_give_train_overrides_examples():
     assert len(_documented_train_overrides()) >= 3
+
+
+@pytest.mark.parametrize(("now", "model", "match"), [
+    (["a=1", "b=2"], "m", None),
+    (["a=1", "b=2", "actor_rollout_ref.model.path=/elsewhere"], "m", None),  # its folders may move
+    (["a=1", "b=2", "b=3"], "m", "b=2, this lab's 3"),  # the last value wins, as in Hydra
+    (["a=1"], "m", r"b=2, this lab's \(unset\)"),
+    (["a=1", "b=2", "c=4"], "m", r"c=\(unset\), this lab's 4"),
+    (["a=1", "b=2"], "n", "model m, this lab's n"),
+])
+def test_a_run_resumes_or_is_skipped_only_with_the_settings_it_started_with(tmp_path, now, model, match):
+    from recipe.sent.lab import check_settings, run_settings
+
+    recorded = run_settings(["a=1", "b=2", "actor_rollout_ref.model.path=/here"], Path("/cache/m"))
+    assert recorded == {"model": "m", "overrides": ["a=1", "b=2"]}
+    check_settings(tmp_path, run_settings(now, Path(model)), "grpo seed 0")  # no record: a run from before it
+    (tmp_path / "settings.json").write_text(json.dumps(recorded))
+    if match is None:
+        check_settings(tmp_path, run_settings(now, Path(model)), "grpo seed 0")
+        return
+    with pytest.raises(ConfigError, match=rf"^{tmp_path / 'settings.json'}: grpo seed 0 was trained with {match}"):
+        check_settings(tmp_path, run_settings(now, Path(model)), "grpo seed 0")
 
 
 def test_config_errors_name_the_key():
@@ -408,8 +431,9 @@ def test_report_says_within_noise_when_intervals_overlap(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ the quick lab
-def _lab(out: Path, cache: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "recipe.sent.lab", "quick=true", f"out={out}", f"cache={cache}"],
+def _lab(out: Path, cache: Path, *overrides: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "recipe.sent.lab", "quick=true", f"out={out}", f"cache={cache}",
+                             *overrides],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
 
@@ -541,3 +565,26 @@ def test_rerun_skips_the_finished_run_and_resumes_the_killed_one(quick_lab):
     assert [entry["step"] for entry in lines if "training/global_step" in entry["data"]] == [1, 2]  # both parts
     assert not (run / "metrics.earlier.jsonl").exists()
     assert (run / "train.log").read_text().count("recipe.sent.main_sent") >= 2
+
+
+@pytest.mark.slow
+def test_a_lab_with_other_settings_stops_before_training_in_a_folder_of_finished_runs(quick_lab):
+    """Re-run in the same folder at another learning rate: the finished runs were trained at the old one, so the lab
+    names the first run's record and the key, exits 2 before anything trains, and leaves the runs as they were."""
+    out = quick_lab["out"]
+    recorded = json.loads((out / "grpo" / "seed0" / "settings.json").read_text())
+    from verl_ext.toy_model import TINY_RECIPE
+
+    assert recorded["model"] == f"toy-reasoner-{TINY_RECIPE.key()}"
+    assert not any(str(out) in item for item in recorded["overrides"])  # the folder may move
+    done = {name: (out / name / "seed0" / "done.json").stat().st_mtime_ns for name in ("grpo", "sent")}
+    report = (out / "report.md").read_text()
+    third = _lab(out, out.parent / "cache", 'train_overrides=["actor_rollout_ref.actor.optim.lr=5e-4"]')
+    log, _ = third.communicate(timeout=600)
+    assert third.returncode == 2, log[-3000:]
+    error = [line for line in log.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and f"{out / 'grpo' / 'seed0' / 'settings.json'}: grpo seed 0 was trained with " \
+        "actor_rollout_ref.actor.optim.lr=" in error[0] and "this lab's 5e-4" in error[0], log[-3000:]
+    assert "== scoring" not in log and "run 1/2" not in log
+    assert {name: (out / name / "seed0" / "done.json").stat().st_mtime_ns for name in done} == done
+    assert (out / "report.md").read_text() == report

@@ -14,8 +14,10 @@
    band across seeds) from `<variant>/seed<k>/metrics.jsonl` (`recipe.sent.lab_report`).
 
 Re-running the same command resumes: a (variant, seed) run with `done.json` (written last) is skipped, an unfinished
-one resumes from its last checkpoint. A run that fails is written to its `failed.json`, shown in the report, and
-retried on the next run. The config is `LabConfig` (`recipe/sent/lab_config.py`), the schema of `configs/lab.yaml`.
+one resumes from its last checkpoint; either only with the settings it started with (`settings.json`): a lab whose
+model or overrides differ from a run's record stops before anything trains, naming the run and the key. A run that
+fails is written to its `failed.json`, shown in the report, and retried on the next run. The config is `LabConfig`
+(`recipe/sent/lab_config.py`), the schema of `configs/lab.yaml`.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import psutil
 
 from recipe.sent.lab_config import VARIANTS, LabConfig
 from recipe.sent.lab_report import BENCHMARK, build_report, run_dir
+from verl_ext.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "configs"
@@ -137,6 +140,34 @@ def variant_overrides(name: str, seed: int, model: Path, scored: Path, eval_file
         *cfg.train_overrides,  # shared scale-up; the variant's own overrides still define the variant
         *variant.overrides,
     ]
+
+
+# where the run's folders go; a lab folder that moves keeps its runs
+PATH_KEYS = ("actor_rollout_ref.model.path", "data.train_files", "data.val_files", "trainer.default_local_dir")
+SETTINGS = "settings.json"
+
+
+def run_settings(overrides: list[str], model: Path) -> dict:
+    """What a run trains with, its folders left out: recorded when it starts, checked when it resumes or is skipped."""
+    return {"model": model.name, "overrides": [item for item in overrides if item.split("=", 1)[0] not in PATH_KEYS]}
+
+
+def check_settings(run_out: Path, settings: dict, label: str) -> None:
+    """Raise ConfigError if `run_out` was started with other settings (a run from before the record passes)."""
+    path = run_out / SETTINGS
+    if not path.exists():
+        return
+    recorded = json.loads(path.read_text())
+    if recorded.get("model") != settings["model"]:
+        differs = f"model {recorded.get('model')}, this lab's {settings['model']}"
+    else:
+        old, new = (dict(item.split("=", 1) for item in side["overrides"]) for side in (recorded, settings))
+        keys = [key for key in {**old, **new} if old.get(key) != new.get(key)]
+        if not keys:
+            return
+        differs = "; ".join(f"{key}={old.get(key, '(unset)')}, this lab's {new.get(key, '(unset)')}" for key in keys)
+    raise ConfigError(f"{path}: {label} was trained with {differs}. Use another out=, or delete {run_out} to "
+                      "train it again")
 
 
 def last_checkpoint(checkpoints: Path) -> int:
@@ -290,6 +321,9 @@ def run_variant(name: str, seed: int, model: Path, scored: Path, eval_file: Path
         overrides = variant_overrides(name, seed, model, scored, eval_file, out, cfg, machine)
         if resumed:
             print(f"  resuming from the checkpoint of step {resumed}", flush=True)
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / SETTINGS).write_text(json.dumps(run_settings(overrides, model), indent=1))
         train(overrides, out, timeout_s=cfg.timeout_s, total_steps=cfg.steps, echo=lambda _: None,
               keep_metrics=True, on_step=progress.step, stall_s=cfg.stall_s)
     step = last_checkpoint(checkpoints)
@@ -317,6 +351,14 @@ def run_lab(cfg: LabConfig, command: str = "") -> Path:
     print(f"== SENT lab: {len(cfg.variants)} variants x {len(cfg.seeds)} seeds x {cfg.steps} steps, machine={machine}, "
           f"out={out} ==", flush=True)
     model = model_dir(cfg)
+    # seed by seed: a lab stopped early still compares every variant on the seeds it finished
+    runs = [(name, seed) for seed in cfg.seeds for name in cfg.variants]
+    labels = [f"{name} seed {seed}" for name, seed in runs]
+    for (name, seed), label in zip(runs, labels):  # before anything trains: a mixed report is worse than none
+        run_out = run_dir(out, name, seed)
+        if (run_out / "done.json").exists() or last_checkpoint(run_out / "checkpoints"):  # else it starts afresh
+            overrides = variant_overrides(name, seed, model, out / "scored", out / "data", run_out, cfg, machine)
+            check_settings(run_out, run_settings(overrides, model), label)
     train_file, eval_file = split_data(out / "data", cfg)
     print("\n== scoring the train split (semantic entropy) ==", flush=True)
     scored = score_train(train_file, model, out / "scored", cfg)
@@ -327,9 +369,6 @@ def run_lab(cfg: LabConfig, command: str = "") -> Path:
     except Exception as failure:  # noqa: BLE001 - the report says "not evaluated"; the variants still run
         print(f"  baseline evaluation FAILED: {str(failure).splitlines()[0]}", flush=True)
 
-    # seed by seed: a lab stopped early still compares every variant on the seeds it finished
-    runs = [(name, seed) for seed in cfg.seeds for name in cfg.variants]
-    labels = [f"{name} seed {seed}" for name, seed in runs]
     finished_before = [label for (name, seed), label in zip(runs, labels)
                        if (run_dir(out, name, seed) / "done.json").exists()]
     workers = cfg.workers(machine)
@@ -399,8 +438,6 @@ def main() -> None:
     import hydra
     from hydra.core.config_store import ConfigStore
 
-    from verl_ext.config import ConfigError
-
     ConfigStore.instance().store(name=SCHEMA_NAME, node=LabConfig)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -411,11 +448,10 @@ def main() -> None:
     @hydra.main(config_path=str(CONFIG_DIR), config_name="lab", version_base="1.3")
     def _run(cfg) -> None:
         try:
-            lab = LabConfig.from_config(cfg)
-        except ConfigError as err:
+            run_lab(LabConfig.from_config(cfg), command)
+        except ConfigError as err:  # a bad key or value, or a run in `out` trained with other settings
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(2)
-        run_lab(lab, command)
 
     _run()
 
