@@ -2,7 +2,7 @@
 held-out verdicts, and GRPO's collapse column (last-steps entropy / step 1's, seeds at most half) reads as the READMEs
 say: 3 of 3 seeds on the reference build (docs/lab/toy/), 1 of 3 on an unpinned AVX-512 build of the same recipe
 (docs/lab/toy/rebuild/), 2 of 3 for grpo alone on the reference build trained on an AVX-512 machine
-(docs/lab/toy/grpo_avx512/)."""
+(docs/lab/toy/grpo_avx512/), 3 of 3 at the regime's lr 5e-4 (docs/lab/toy/lr5e-4/)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ def _table_rows(text: str) -> list[str]:
     (LAB, None, "0.43 [0.38, 0.47] (3/3)"),  # last 4 steps / step 1, and how many of 3 seeds are at or below 0.5
     (LAB / "rebuild", None, "0.49 [0.45, 0.54] (1/3)"),
     (LAB / "grpo_avx512", ["grpo"], "0.47 [0.38, 0.56] (2/3)"),
+    (LAB / "lr5e-4", None, "0.32 [0.14, 0.49] (3/3)"),
 ])
 def test_the_committed_report_rebuilds_from_the_committed_runs_with_grpos_collapse(lab, variants, grpo_collapse,
                                                                                    tmp_path):
