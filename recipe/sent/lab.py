@@ -357,6 +357,7 @@ def run_lab(cfg: LabConfig, command: str = "") -> Path:
     for (name, seed), label in zip(runs, labels):  # before anything trains: a mixed report is worse than none
         run_out = run_dir(out, name, seed)
         if (run_out / "done.json").exists() or last_checkpoint(run_out / "checkpoints"):  # else it starts afresh
+            # data paths are left out of the record (PATH_KEYS), so the not yet scored files' folders stand in
             overrides = variant_overrides(name, seed, model, out / "scored", out / "data", run_out, cfg, machine)
             check_settings(run_out, run_settings(overrides, model), label)
     train_file, eval_file = split_data(out / "data", cfg)
