@@ -33,7 +33,7 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(PY) -m recipe.sent.demo $(DEMO_ARGS)
+	$(PY) -m recipe.drivers.demo $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m bench.bench_loss --write
@@ -46,7 +46,7 @@ bench: $(STAMP)
 CHECK_PY ?= $(if $(wildcard $(STAMP)),$(PY),python3)
 
 gpu-check:
-	$(CHECK_PY) -m recipe.sent.gpu_check $(GPU_CHECK_ARGS)
+	$(CHECK_PY) -m recipe.drivers.gpu_check $(GPU_CHECK_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -34,8 +34,8 @@ from verl.workers.utils.losses import ppo_loss
 
 from bench.results import write_section
 from recipe.sent.losses import BETA_FIELD, sent_actor_loss
-from recipe.sent.rollout_shaped import actor_config as actor_cfg
-from recipe.sent.rollout_shaped import as_bf16, engine_inputs, rollout_like
+from recipe.drivers.rollout_shaped import actor_config as actor_cfg
+from recipe.drivers.rollout_shaped import as_bf16, engine_inputs, rollout_like
 from recipe.sent.selection import step_sent_beta
 from verl_ext.token_entropy import select_sent_tokens
 

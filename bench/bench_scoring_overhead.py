@@ -38,7 +38,8 @@ def main(argv=None) -> str:
     from vllm.inputs import TokensPrompt
 
     from verl_ext.semantic_entropy.backends import VLLMBackend
-    from verl_ext.semantic_entropy.job import row_seed, run_job
+    from verl_ext.semantic_entropy.job import row_seed
+    from verl_ext.semantic_entropy.run import run_job
 
     work = Path(tempfile.mkdtemp(prefix="bench_se_"))
     model = a.model

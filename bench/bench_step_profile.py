@@ -24,9 +24,9 @@ from pathlib import Path
 
 from bench.results import write_section
 from bench.scored_data import scored_demo_data
-from recipe.sent.curves import step_series
-from recipe.sent.launch import train
-from recipe.sent.runs import tiny_model_dir, training_overrides
+from recipe.drivers.curves import step_series
+from recipe.drivers.launch import train
+from recipe.drivers.runs import tiny_model_dir, training_overrides
 
 PROMPTS, ANSWERS, TOKENS = 16, 8, 64
 # phases in the order verl runs them; "other" is the rest of timing_s/step

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from bench.results import write_section
 from bench.scored_data import scored_demo_data
-from recipe.sent.curves import step_series
-from recipe.sent.runs import smollm2_hf_dir, tiny_model_dir, training_overrides
-from recipe.sent.launch import train
+from recipe.drivers.curves import step_series
+from recipe.drivers.runs import smollm2_hf_dir, tiny_model_dir, training_overrides
+from recipe.drivers.launch import train
 
 PRESETS = ("grpo", "sent")
 TIMINGS = ("timing_s/step", "timing_s/gen", "timing_s/adv", "timing_s/update_actor")

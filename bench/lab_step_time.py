@@ -14,10 +14,10 @@ import statistics
 from pathlib import Path
 
 from bench.results import write_section
-from recipe.sent.curves import step_series
-from recipe.sent.lab_report import after_warm_up
-from recipe.sent.lab_config import VARIANTS
-from recipe.sent.launch import read_metrics
+from recipe.drivers.curves import step_series
+from recipe.drivers.lab_report import after_warm_up
+from recipe.drivers.lab_config import VARIANTS
+from recipe.drivers.launch import read_metrics
 
 PHASES = ("timing_s/step", "timing_s/gen", "timing_s/adv", "timing_s/update_actor")
 LENGTH = "response_length/mean"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from recipe.sent.demo_data import demo_rows
+from recipe.drivers.demo_data import demo_rows
 
 
 def scored_demo_data(path: Path) -> Path:

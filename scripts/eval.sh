@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # pass@k / avg@k on the paper's six benchmarks (python -m verl_ext.eval; the knobs of EvalConfig,
-# verl_ext/eval/config.py, table in README.md). Knobs below via the environment; any other Hydra override is passed
-# through, e.g.
+# verl_ext/eval/config.py, table in docs/evaluation.md). Knobs below via the environment; any other Hydra override is
+# passed through, e.g.
 #   MODEL_PATH=outputs/hf/sent-7b RUN_NAME=sent-7b bash scripts/eval.sh 'benchmarks=[aime24,math500]' sampling.n=16
 # Compare runs afterwards: python -m verl_ext.eval.report runs/eval/*/results.json --paper "GRPO,w/ SENT"
 set -euo pipefail

@@ -14,4 +14,4 @@ STEPS=${STEPS:-12}
 PYTHON=${PYTHON:-python}
 
 cd "${REPO}"
-exec "${PYTHON}" -m recipe.sent.lab machine=gpu model="${MODEL_PATH}" out="${OUT}" steps="${STEPS}" "$@"
+exec "${PYTHON}" -m recipe.drivers.lab machine=gpu model="${MODEL_PATH}" out="${OUT}" steps="${STEPS}" "$@"

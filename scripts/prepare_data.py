@@ -8,6 +8,8 @@
 
 Writes <out-dir>/dapo_math_17k.parquet (train, deduplicated by prompt) and <out-dir>/eval/<name>.parquet for aime24,
 aime25, amc23, math500, minerva, olympiadbench. The table of sources is verl_ext/data_prep.py: SOURCES.
+Without the hub (no network, or HF_HUB_OFFLINE=1 and an empty cache) it stops in one line naming the set and the way on
+(--from-dir, or HF_HUB_OFFLINE=1 with a filled cache): docs/offline.md.
 (The verl wheel installs a top-level package named `scripts`; this file imports only from verl_ext.)
 """
 
@@ -24,7 +26,9 @@ from verl_ext.data_prep import SOURCES, DataPrepError, prepare, validate_parquet
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out-dir", default="data", help="output directory (default: data)")
-    parser.add_argument("--from-dir", default=None, help="read local files instead of the hub (see find_local)")
+    parser.add_argument("--from-dir", default=None, metavar="DIR", help=(
+        "read local copies under DIR instead of the hub: DIR/<name>.parquet|.jsonl|.json|.csv, DIR/<name>/, or a "
+        "clone DIR/<repo name>/[<config>/] (docs/offline.md)"))  # fmt: skip
     parser.add_argument("--only", nargs="+", choices=list(SOURCES), default=None, help="datasets to prepare")
     parser.add_argument("--cache-dir", default=None, help="datasets cache dir for the hub path")
     parser.add_argument("--validate", nargs="+", metavar="PARQUET", help="only validate existing verl parquet files")

@@ -69,7 +69,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from recipe.sent.demo_data import demo_rows
+from recipe.drivers.demo_data import demo_rows
 from verl_ext.tiny_model import build_tiny_model
 
 for path, split in zip(map(Path, sys.argv[1:]), ("train", "test")):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Offline semantic-entropy scoring (SENT's data level). Knobs below via environment; any other Hydra override
-# (the knobs of ScoringConfig, verl_ext/semantic_entropy/config.py; table in README.md) is passed through, e.g.
+# (the knobs of ScoringConfig, verl_ext/semantic_entropy/config.py; table in docs/scoring.md) is passed through, e.g.
 #   INPUT_FILES=data/dapo.parquet OUTPUT_DIR=scored MODEL_PATH=/models/R1-Distill-1.5B \
 #     bash scripts/score_semantic_entropy.sh vllm.tensor_parallel_size=2 sampling.max_tokens=4096
 # Data parallel over nodes/GPU groups (e.g. a Slurm array): WORLD_SIZE=4 RANK=$SLURM_ARRAY_TASK_ID; every rank

@@ -209,8 +209,13 @@ def gpu_check_cpu_form(tmp_path_factory) -> dict:
     validation first and a checkpoint each step, are also the run the CPU end-to-end tests read (one training start
     instead of two). {"out": its work folder, "returncode", "stdout", "stderr"}."""
     out = tmp_path_factory.mktemp("gpu_check")
-    done = subprocess.run(["make", "-s", "gpu-check", f"GPU_CHECK_ARGS=--out {out} --timeout-s 900"], cwd=REPO,
-                          capture_output=True, text=True, timeout=1200)
+    # verl's wandb logger too, offline (no network, no login): its run files under `out` (tests/test_train_cpu_e2e.py
+    # reads them back), wandb's caches and config there too, never in the checkout or $HOME
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(out), "WANDB_CACHE_DIR": str(out / "wandb-cache"),
+           "WANDB_CONFIG_DIR": str(out / "wandb-config"), "WANDB_DATA_DIR": str(out / "wandb-data"),
+           "WANDB_ARTIFACT_DIR": str(out / "wandb-artifacts")}
+    done = subprocess.run(["make", "-s", "gpu-check", f"GPU_CHECK_ARGS=--out {out} --timeout-s 900 --wandb"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
     return {"out": out, "returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
 
 

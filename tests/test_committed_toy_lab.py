@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from recipe.sent.lab_config import LabConfig
-from recipe.sent.lab_report import build_report
+from recipe.drivers.lab_config import LabConfig
+from recipe.drivers.lab_report import build_report
 
 LAB = Path(__file__).resolve().parents[1] / "docs" / "lab" / "toy"
 

@@ -1,5 +1,5 @@
-"""`make gpu-check` (recipe/sent/gpu_check.py): the command itself in its CPU form (this machine has no GPU), the
-version check against pins, and the metric checks it shares with the CPU end-to-end tests (recipe/sent/tiny_run.py)."""
+"""`make gpu-check` (recipe/drivers/gpu_check.py): the command itself in its CPU form (this machine has no GPU), the
+version check against pins, and the metric checks it shares with the CPU end-to-end tests (recipe/drivers/tiny_run.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from recipe.sent.gpu_check import check_versions
-from recipe.sent.tiny_run import check_sent_steps
+from recipe.drivers.gpu_check import check_versions
+from recipe.drivers.tiny_run import check_sent_steps
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,7 +50,7 @@ def test_cli_exits_non_zero_naming_the_problem(tmp_path):
     without a CUDA device)."""
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "recipe.sent.gpu_check", "--machine", "gpu", "--skip-training",
+    out = subprocess.run([sys.executable, "-m", "recipe.drivers.gpu_check", "--machine", "gpu", "--skip-training",
                           "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 1, out.stdout[-3000:]
     assert "gpu-check FAILED (gpu form)" in out.stdout

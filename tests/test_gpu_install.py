@@ -1,11 +1,11 @@
-"""The README's GPU install ("Training on a cluster"), checked on a CPU machine without installing it:
+"""The GPU install (docs/gpu.md, "Training on a cluster"), checked on a CPU machine without installing it:
 
 - the `gpu` extra is verl 0.9.1's `vllm` and `fsdp` extras minus flash-attn, read from verl's installed metadata (so
   a verl bump that changes them fails here, not on a cluster);
-- pip's own resolver resolves the README's command (`pip install -e '.[gpu]'`: metadata only, `--dry-run`) to the
+- pip's own resolver resolves the documented command (`pip install -e '.[gpu]'`: metadata only, `--dry-run`) to the
   versions verl 0.9.1 pins for torch, vLLM, transformers, Ray and tensordict, without flash-attn, whose 2.8.3 pin PyPI
   serves only as a source build (its metadata step imports torch, its build needs nvcc: hours);
-- the README's optional flash-attn wheel is verl's flash-attn version, built for the torch version and CUDA major the
+- the documented optional flash-attn wheel is verl's flash-attn version, built for the torch version and CUDA major the
   resolver picked.
 
 The resolution reads PyPI (about 2.5 min on a 2-core machine) and is skipped, saying so, when the index is out of reach.
@@ -46,11 +46,11 @@ PIP_NETWORK_VARS = {"PIP_INDEX_URL", "PIP_CERT", "PIP_CLIENT_CERT", "PIP_TRUSTED
 
 # ------------------------------------------------------------------------------------------------ the documents
 def cluster_install_commands() -> list[list[str]]:
-    """The `pip install` lines of the README's "Training on a cluster" code block, shell-split."""
-    text = (REPO / "README.md").read_text()
+    """The `pip install` lines of docs/gpu.md's "Training on a cluster" code block, shell-split."""
+    text = (REPO / "docs" / "gpu.md").read_text()
     start = text.index("Training on a cluster")
     block = re.search(r"```bash\n(.*?)```", text[start:], re.S)
-    assert block, "README: no ```bash block after 'Training on a cluster'"
+    assert block, "docs/gpu.md: no ```bash block after 'Training on a cluster'"
     lines = [line.split(" #", 1)[0].strip() for line in block.group(1).splitlines()]
     return [shlex.split(line) for line in lines if line.startswith("pip install")]
 
@@ -147,7 +147,7 @@ def _index_reachable(index: str) -> str | None:
 
 @pytest.fixture(scope="module")
 def resolved(tmp_path_factory) -> dict:
-    """pip's resolution of the README's `pip install -e '.[gpu]'` for this Python and platform: {name: version}."""
+    """pip's resolution of the documented `pip install -e '.[gpu]'` for this Python and platform: {name: version}."""
     command = cluster_install_commands()[0]
     env = _isolated_pip_env()
     reason = _index_reachable(env.get("PIP_INDEX_URL", "https://pypi.org/simple"))

@@ -1,4 +1,4 @@
-"""The SENT lab (`python -m recipe.sent.lab`): its config, the report builder on fixture metrics, and the `quick=true`
+"""The SENT lab (`python -m recipe.drivers.lab`): its config, the report builder on fixture metrics, and the `quick=true`
 lab end to end (tiny model, grpo and sent on one seed, 2 steps: training -> merge -> eval -> report), stopped inside
 its second run after its first step and re-run with the same command (the finished run is skipped, the other resumes
 at step 2)."""
@@ -21,10 +21,11 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from bench.lab_step_time import lab_table
-from recipe.sent.lab import raise_interrupt, run_in_order, seed_overrides, split_data, variant_overrides
-from recipe.sent.lab_report import build_report
-from recipe.sent.lab_config import QUICK, QUICK_REGIME, VARIANTS, LabConfig
-from recipe.sent.launch import is_alive, session_processes
+from recipe.drivers.lab import raise_interrupt, run_in_order, split_data, variant_overrides
+from recipe.drivers.lab_report import build_report
+from recipe.drivers.lab_config import QUICK, QUICK_REGIME, VARIANTS, LabConfig
+from recipe.drivers.launch import is_alive, session_processes
+from recipe.drivers.runs import REGIMES, seed_overrides
 from verl_ext import toy_task
 from verl_ext.config import ConfigError
 
@@ -53,9 +54,8 @@ def test_train_overrides_reach_every_variant_and_the_variant_keeps_its_own(recip
 
 
 def test_the_models_regime_reaches_every_variant_and_train_overrides_come_after_it(recipe_config, tmp_path):
-    """model=toy: the toy regime (lab_config.REGIMES) is what every variant shares; the variants still differ only in
+    """model=toy: the toy regime (runs.REGIMES) is what every variant shares; the variants still differ only in
     their own overrides, and train_overrides (a user's scale-up) win over the regime."""
-    from recipe.sent.lab_config import REGIMES
 
     toy = LabConfig.from_config({"model": "toy"})
     assert toy.steps == REGIMES["toy"].steps and LabConfig.from_config({}).steps == 12
@@ -114,7 +114,8 @@ def _documented_train_overrides():
     from verl_ext.config import field_docs
 
     texts = {"LabConfig help": field_docs(LabConfig)["train_overrides"]}
-    texts |= {name: (REPO / name).read_text() for name in ("README.md", "docs/lab/README.md", "scripts/lab.sh")}
+    docs = ("README.md", "docs/lab.md", "docs/lab/README.md", "scripts/lab.sh")
+    texts |= {name: (REPO / name).read_text() for name in docs}
     quoted = r"'train_overrides=[^']*'|train_overrides='[^']*'"  # 'key=[...]' or key='[...]'
     return [pytest.param(shlex.split(example)[0], id=name)
             for name, text in texts.items() for example in re.findall(quoted, text)]
@@ -128,7 +129,7 @@ def test_documented_train_overrides_parse_through_hydras_cli_grammar(example):
     from hydra.core.config_store import ConfigStore
     from hydra.errors import OverrideParseException
 
-    from recipe.sent.lab import CONFIG_DIR, SCHEMA_NAME
+    from recipe.drivers.lab import CONFIG_DIR, SCHEMA_NAME
 
     ConfigStore.instance().store(name=SCHEMA_NAME, node=LabConfig)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
@@ -153,7 +154,7 @@ def test_the_docs_give_train_overrides_examples():
 def test_a_run_resumes_or_is_skipped_only_with_the_settings_it_started_with(tmp_path, now, model, match):
     import re
 
-    from recipe.sent.lab import check_settings, run_settings
+    from recipe.drivers.lab import check_settings, run_settings
 
     recorded = run_settings(["a=1", "b=2", "actor_rollout_ref.model.path=/here"], Path("/cache/m"))
     assert recorded == {"model": "m", "overrides": ["a=1", "b=2"]}
@@ -253,7 +254,7 @@ def test_an_interrupt_stops_the_runs_and_starts_no_more(how):
 STOPPING_LAB = """
 import json, subprocess, sys, time
 import psutil
-from recipe.sent.lab import stop_children
+from recipe.drivers.lab import stop_children
 worker = ("import os, signal, sys, time; os.setpgrp(); signal.signal(signal.SIGTERM, signal.SIG_IGN); "
           "print(os.getpid(), flush=True); time.sleep(600)")
 leader = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', sys.argv[1]]); time.sleep(600)")
@@ -408,7 +409,7 @@ def test_report_builder_on_fixture_metrics(tmp_path):
 
 
 def test_curves_band_is_mean_min_max_across_seeds_at_every_logged_step():
-    from recipe.sent.curves import band
+    from recipe.drivers.curves import band
     seeds = []
     for entropy in (([1.0, 0.5, 0.2], [1.0, 0.7], [0.8, 0.6, 0.4])):
         seeds.append([json.loads(line) for line in _metrics(entropy, None, 1.0, 0.1, sent=False).splitlines()])
@@ -435,7 +436,7 @@ def test_report_says_within_noise_when_intervals_overlap(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ the quick lab
 def _lab(out: Path, cache: Path, *overrides: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "recipe.sent.lab", "quick=true", f"out={out}", f"cache={cache}",
+    return subprocess.Popen([sys.executable, "-m", "recipe.drivers.lab", "quick=true", f"out={out}", f"cache={cache}",
                              *overrides],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)

@@ -1,4 +1,4 @@
-"""recipe.sent.launch's stop: a training's whole session goes down, also the processes that left its process group
+"""recipe.drivers.launch's stop: a training's whole session goes down, also the processes that left its process group
 (as Ray's workers do: each sits in a group of its own)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 import psutil
 import pytest
 
-from recipe.sent.launch import _watch_deadline, is_alive, kill_session, session_processes
+from recipe.drivers.launch import _watch_deadline, is_alive, kill_session, session_processes
 
 # A leader standing in for verl's driver, and a worker in its own process group that ignores SIGTERM, as a Ray
 # worker busy in a task does (its SIGTERM handler runs only between Python bytecodes of its main thread).

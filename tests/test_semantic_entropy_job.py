@@ -126,7 +126,7 @@ def test_vllm_backend_cli_end_to_end(tiny_model, tmp_path):
 
 @pytest.mark.slow
 def test_openai_backend_end_to_end(vllm_server, tiny_model, tmp_path):
-    from verl_ext.semantic_entropy.job import run_job
+    from verl_ext.semantic_entropy.run import run_job
 
     inp = tmp_path / "in.parquet"
     _write_input(inp, 7)
@@ -144,7 +144,8 @@ def test_openai_backend_end_to_end(vllm_server, tiny_model, tmp_path):
 SLOW_BACKEND_JOB = """
 import json, sys, time
 from verl_ext.semantic_entropy.backends import build_backend
-from verl_ext.semantic_entropy.job import ScoringConfig, run_job
+from verl_ext.semantic_entropy.job import ScoringConfig
+from verl_ext.semantic_entropy.run import run_job
 
 class PausingBackend:
     def __init__(self, inner, pause_s):
@@ -163,7 +164,7 @@ run_job(cfg, backend=PausingBackend(build_backend(cfg, seed=cfg.sampling.seed), 
 
 @pytest.mark.slow
 def test_kill_minus_9_mid_shard_then_resume_is_identical(vllm_server, tiny_model, tmp_path):
-    from verl_ext.semantic_entropy.job import run_job
+    from verl_ext.semantic_entropy.run import run_job
 
     inp = tmp_path / "in.parquet"
     _write_input(inp, 9)
@@ -199,7 +200,8 @@ def test_kill_minus_9_mid_shard_then_resume_is_identical(vllm_server, tiny_model
 
 @pytest.mark.slow
 def test_resume_refuses_other_settings(vllm_server, tiny_model, tmp_path):
-    from verl_ext.semantic_entropy.job import BadInputError, run_job
+    from verl_ext.semantic_entropy.job import BadInputError
+    from verl_ext.semantic_entropy.run import run_job
 
     inp = tmp_path / "in.parquet"
     _write_input(inp, 2)
@@ -210,7 +212,8 @@ def test_resume_refuses_other_settings(vllm_server, tiny_model, tmp_path):
 
 @pytest.mark.slow
 def test_bad_rows(vllm_server, tiny_model, tmp_path):
-    from verl_ext.semantic_entropy.job import BadInputError, run_job
+    from verl_ext.semantic_entropy.job import BadInputError
+    from verl_ext.semantic_entropy.run import run_job
 
     inp = tmp_path / "in.parquet"
     _write_input(inp, 6, bad={2: "no_gt", 4: "empty_prompt"})
@@ -245,7 +248,7 @@ def test_shell_wrapper_passes_overrides(vllm_server, tiny_model, tmp_path):
 
 @pytest.mark.slow
 def test_data_parallel_ranks_merge_to_the_single_process_result(vllm_server, tiny_model, tmp_path):
-    from verl_ext.semantic_entropy.job import run_job
+    from verl_ext.semantic_entropy.run import run_job
 
     inp = tmp_path / "in.parquet"
     _write_input(inp, 7)
@@ -261,7 +264,7 @@ def test_data_parallel_ranks_merge_to_the_single_process_result(vllm_server, tin
 @pytest.mark.slow
 def test_data_parallel_launcher(vllm_server, tiny_model, tmp_path):
     """data_parallel_size=2: one child process per engine group, then the parent merges."""
-    from verl_ext.semantic_entropy.job import run_job
+    from verl_ext.semantic_entropy.run import run_job
 
     inp = tmp_path / "in.parquet"
     _write_input(inp, 5)
@@ -274,7 +277,7 @@ def test_data_parallel_launcher(vllm_server, tiny_model, tmp_path):
 @pytest.mark.slow
 def test_ray_data_parallel_merges_to_the_single_process_result(vllm_server, tiny_model, tmp_path):
     """data_parallel_backend=ray: one Ray task per rank (what spans nodes on a cluster), then the driver merges."""
-    from verl_ext.semantic_entropy.job import run_job
+    from verl_ext.semantic_entropy.run import run_job
 
     inp = tmp_path / "in.parquet"
     _write_input(inp, 5)

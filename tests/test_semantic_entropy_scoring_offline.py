@@ -46,7 +46,7 @@ def _input(path):
 
 
 def _run(tmp_path, tiny_model, name, **over):
-    from verl_ext.semantic_entropy.job import run_job
+    from verl_ext.semantic_entropy.run import run_job
 
     inp = tmp_path / "in.parquet"
     _input(inp)

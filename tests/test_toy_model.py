@@ -1,21 +1,23 @@
-"""The toy reasoner: its task generator, its tokenizer, its build (deterministic, cached by recipe, an HF folder that
-transformers and vLLM load) and the answer format the project's reward and scoring read. The build runs at a tiny
-size (TINY_RECIPE: 20 SFT steps, seconds, in a child process with the pinned numerics, as every build); the vLLM
-measurement test takes about a minute."""
+"""The toy reasoner: its task generator, its tokenizer, its shipped reference weights (the default, installed into the
+cache without a build), its build (deterministic on one machine, cached by recipe, an HF folder that transformers and
+vLLM load) and the answer format the project's reward and scoring read. The build runs at a tiny size (TINY_RECIPE: 20
+SFT steps, seconds, in a child process with the pinned numerics, as every build); the vLLM measurement test takes
+about a minute. No test compares a build with a hash made on another machine: a 2400-step SFT (and even the tiny
+recipe's 20 steps) gives other bits on other CPUs (an Intel Xeon's tiny build differed from an AMD EPYC's)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import platform
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 
 from verl_ext import toy_task
-from verl_ext.toy_model import (REFERENCE_WEIGHTS, TINY_RECIPE, Recipe, build_pinned, build_tokenizer, measure,
-                                 toy_model_dir)
+from verl_ext import toy_model
+from verl_ext.toy_model import (DEFAULT_RECIPE, SHIPPED_DIR, SHIPPED_FILES, TINY_RECIPE, Recipe, build_pinned,
+                                 build_tokenizer, compare_with_shipped, measure, shipped_sha256, toy_model_dir)
 
 SOLUTIONS = [  # (numbers, worked solution, answer)
     ((12, 5), "12+5=17\n\\boxed{17}", "17"),
@@ -112,18 +114,79 @@ def toy(tmp_path_factory) -> Path:
     return toy_model_dir(tmp_path_factory.mktemp("cache"), TINY_RECIPE, measure_samples=0)
 
 
-def _x86_with_avx2() -> bool:
-    import torch
-
-    return platform.machine() in ("x86_64", "AMD64") and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
-
-
-@pytest.mark.skipif(not _x86_with_avx2(), reason="the reference weights are an x86-64 AVX2 build")
-def test_build_is_the_reference_model_on_any_x86_machine(toy):
-    """The weights' hash was recorded on the development machine; CI's machine (or a user's) must build the same."""
-    assert _weights_hash(toy) == REFERENCE_WEIGHTS[TINY_RECIPE.key()]
+def test_a_build_records_its_numerics(toy):
     build = json.loads((toy / "recipe.json").read_text())["build"]
-    assert build["cpu_capability"] == "AVX2" and build["threads"] == 2 and build["sha256"] == _weights_hash(toy)
+    assert build["threads"] == 2 and build["sha256"] == _weights_hash(toy)
+    assert build["env"]["ATEN_CPU_CAPABILITY"] == "avx2"
+
+
+def _never_build(*args, **kwargs):
+    raise AssertionError("the default recipe must come from the shipped weights, not a build")
+
+
+def test_default_recipe_installs_the_shipped_weights_without_building(tmp_path, monkeypatch):
+    monkeypatch.setattr(toy_model, "build_pinned", _never_build)
+    monkeypatch.setattr(toy_model, "measure", _never_build)  # the shipped folder carries its measured table
+    lines = []
+    folder = toy_model_dir(tmp_path, log=lines.append)
+    assert folder == tmp_path / f"toy-reasoner-{DEFAULT_RECIPE.key()}"
+    assert _weights_hash(folder) == shipped_sha256() == _weights_hash(SHIPPED_DIR)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(SHIPPED_FILES)
+    assert "the shipped reference weights" in lines[0] and "pass@1" in "\n".join(lines)  # the table is printed
+    recipe = json.loads((folder / "recipe.json").read_text())
+    assert recipe["key"] == DEFAULT_RECIPE.key() and Recipe.from_json(json.dumps(
+        {k: v for k, v in recipe.items() if k not in ("key", "format", "build")})) == DEFAULT_RECIPE
+    before = (folder / "model.safetensors").stat().st_mtime_ns
+    assert toy_model_dir(tmp_path, log=lines.append) == folder  # installed once: not copied again
+    assert (folder / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_shipped_weights_are_the_default_recipes_model(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = toy_model_dir(tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    config = model.config
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.intermediate_size) == (
+        DEFAULT_RECIPE.hidden_size, DEFAULT_RECIPE.layers, DEFAULT_RECIPE.heads, DEFAULT_RECIPE.intermediate_size)
+    tokenizer, built = AutoTokenizer.from_pretrained(folder), build_tokenizer()
+    text = toy_task.solution((29, 9, 9, 9))
+    assert tokenizer.encode(text, add_special_tokens=False) == built.encode(text, add_special_tokens=False)
+    # the model the labs describe: it solves easy sums (greedy decoding, 12 level-2 problems)
+    solved = 0
+    for numbers, _ in toy_task.problems({2: 12}, seed=7):
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": toy_task.question(numbers)}],
+                                            add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        out = model.generate(**ids, max_new_tokens=24, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        solved += tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).endswith(
+            f"\\boxed{{{toy_task.answer(numbers)}}}")
+    assert solved >= 6, solved
+
+
+def test_a_cached_folder_with_other_weights_is_replaced_by_the_shipped_ones(toy, tmp_path):
+    import shutil
+
+    target = tmp_path / f"toy-reasoner-{DEFAULT_RECIPE.key()}"
+    shutil.copytree(toy, target)  # another build in the default recipe's cache folder
+    (tmp_path / f"{target.name}.eval").mkdir()  # its scored shards
+    assert toy_model_dir(tmp_path, measure_samples=0, log=lambda line: None) == target
+    assert _weights_hash(target) == shipped_sha256() and not (tmp_path / f"{target.name}.eval").exists()
+
+
+def test_a_rebuild_that_differs_is_announced_with_both_hashes(toy):
+    lines = []
+    assert not compare_with_shipped(toy, log=lines.append)
+    assert len(lines) == 1 and lines[0].startswith("WARNING")
+    assert _weights_hash(toy)[:12] in lines[0] and shipped_sha256()[:12] in lines[0]
+    assert compare_with_shipped(SHIPPED_DIR, log=lines.append)
+
+
+def test_a_rebuild_of_the_default_recipe_has_its_own_cache_folder(tmp_path, monkeypatch):
+    built = []
+    monkeypatch.setattr(toy_model, "build_pinned", lambda path, recipe, log: built.append(path))
+    toy_model_dir(tmp_path, measure_samples=0, rebuild=True, log=lambda line: None)
+    assert built == [tmp_path / f"toy-reasoner-{DEFAULT_RECIPE.key()}-rebuild"]
 
 
 def test_build_ignores_the_callers_numerics_and_follows_the_seed(toy, tmp_path, monkeypatch):

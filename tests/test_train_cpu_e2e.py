@@ -8,7 +8,9 @@ gradient and KL term exactly 0. The reward here (`digit_share_reward`) gives var
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -18,9 +20,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recipe.sent.launch import TrainingFailed, TrainingRun, read_metrics, train
-from recipe.sent.tiny_run import BF16_OVERRIDES, check_sent_steps, tiny_overrides, write_tiny_data
-from recipe.sent.tiny_run import train_steps as tiny_train_steps
+from recipe.drivers.launch import TrainingFailed, TrainingRun, read_metrics, train
+from recipe.drivers.tiny_run import BF16_OVERRIDES, check_sent_steps, tiny_overrides, write_tiny_data
+from recipe.drivers.tiny_run import train_steps as tiny_train_steps
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -82,12 +84,111 @@ def gpu_check_inputs(sent_run) -> tuple[Path, Path]:
 
 def test_sent_preset_trains_two_steps_with_its_metrics(sent_run):
     """Exact selection counts, the curriculum, varied rewards, rollout = trainer probabilities (fp32 on both sides:
-    the weights reached vLLM), a KL term of 0 before the first update and > 0 after it (recipe/sent/tiny_run.py)."""
+    the weights reached vLLM), a KL term of 0 before the first update and > 0 after it (recipe/drivers/tiny_run.py)."""
     assert check_sent_steps(train_steps(sent_run)) == []
     for step, m in train_steps(sent_run).items():
         assert_semantic_entropy_metrics(sent_run.out_dir, step, m)
         # every step's weight sync went through the host's lock (recipe/sent/weight_sync_lock.py)
         assert 0.0 <= m["timing_s/weight_sync_wait"] < m["timing_s/step"]
+
+
+# the metric families SENT adds to verl's, compared value by value between the file logger and wandb
+SENT_FAMILIES = ("actor/sent/", "sent/", "semantic_entropy/", "curriculum/")
+
+
+def wandb_offline_records(wandb_dir: Path, scratch: Path) -> list[dict]:
+    """The records of the one offline run under `wandb_dir` (`wandb/offline-run-*/run-*.wandb`, wandb's own
+    transaction log), decoded by wandb's own reader: `wandb leet inspect --json` (wandb-core; wandb 0.31 ships no
+    Python reader of the file, the `DataStore` of older releases is gone). One dict per record, e.g.
+    {"type": "history", "history": {"item": {...}, "step": {"num": 1}}}. `scratch` takes wandb's cache and config."""
+    runs = sorted(wandb_dir.glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1, (f"expected one wandb offline run under {wandb_dir}, found {runs}: the training did not "
+                            "log to wandb (trainer.logger without wandb, or WANDB_DIR elsewhere)")
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_CACHE_DIR": str(scratch / "wandb-cache"),
+           "WANDB_CONFIG_DIR": str(scratch / "wandb-config")}
+    done = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(runs[0])],
+                          capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+def wandb_history(records: list[dict]) -> dict[int, dict]:
+    """wandb's history row per step (`wandb.log(data, step=N)`: verl logs each step once)."""
+    rows = {}
+    for record in records:
+        if record["type"] == "history":
+            step = int(record["history"].get("step", {}).get("num", 0))
+            assert step not in rows, f"step {step} logged to wandb twice"
+            rows[step] = record["history"]["item"]
+    return rows
+
+
+def wandb_mismatches(file_steps: dict[int, dict], wandb_steps: dict[int, dict]) -> list[str]:
+    """What wandb's history lacks or holds differently from verl's file logger (an empty list: nothing). Every key the
+    file logger has must be in wandb's row of that step; the SENT families' values must be equal exactly: both loggers
+    write a float64 as its shortest round-trip decimal (orjson; Python's json into wandb-core, which writes it back
+    with Go's shortest form), so the parsed values are the same double, not merely close."""
+    problems = []
+    for step, logged in sorted(file_steps.items()):
+        if step not in wandb_steps:
+            problems.append(f"step {step}: not in wandb's history (steps {sorted(wandb_steps)})")
+            continue
+        row = wandb_steps[step]
+        missing = sorted(key for key in logged if key not in row)
+        if missing:
+            problems.append(f"step {step}: missing in wandb: {missing}")
+        for family in SENT_FAMILIES:
+            keys = sorted(key for key in logged if key.startswith(family))
+            if not keys:
+                problems.append(f"step {step}: the file logger has no {family}* metric")
+            differ = {key: (logged[key], row[key]) for key in keys if key in row and row[key] != logged[key]}
+            if differ:
+                problems.append(f"step {step}: {family}* differ (file logger, wandb): {differ}")
+    return problems
+
+
+def test_wandb_offline_run_holds_the_sent_metrics_of_each_step(sent_run, tmp_path):
+    """The shared run logs with trainer.logger=[console,wandb,file] and WANDB_MODE=offline, WANDB_DIR in its work
+    folder (tests/conftest.py: gpu_check_cpu_form): no network, no login. wandb's own run file holds, at steps 1 and
+    2, every metric the file logger wrote, with actor/sent/*, sent/*, semantic_entropy/* and curriculum/* (the stage
+    included) equal exactly; the run carries trainer.project_name and trainer.experiment_name, and finished."""
+    records = wandb_offline_records(sent_run.out_dir.parent / "wandb", tmp_path)
+    run = next(record["run"] for record in records if record["type"] == "run")
+    trainer = run["config"]["update"]["trainer"]
+    assert (run["project"], run["display_name"]) == (trainer["project_name"], trainer["experiment_name"])
+    assert "wandb" in trainer["logger"] and "file" in trainer["logger"]
+    assert run["telemetry"]["feature"].get("offline") is True
+    # verl never finishes its Tracking; wandb's exit hook in the TaskRunner does, and the last step's row is written
+    # then: a run without its exit record may lack step 2
+    assert [record["exit"].get("exit_code", 0) for record in records if record["type"] == "exit"] == [0]
+
+    file_steps = train_steps(sent_run)
+    assert sorted(file_steps) == [1, 2]
+    history = wandb_history(records)
+    assert wandb_mismatches(file_steps, history) == []
+    for step in (1, 2):
+        assert history[step]["curriculum/stage"] == file_steps[step]["curriculum/stage"] in (1.0, 2.0)
+        assert history[step]["actor/sent/kl_term"] == file_steps[step]["actor/sent/kl_term"]
+        assert history[step]["semantic_entropy/mean"] == file_steps[step]["semantic_entropy/mean"]
+    # the validation before step 1 reached wandb too
+    validation = next(entry["data"] for entry in sent_run.metrics() if entry["step"] == 0)
+    assert {key: history[0].get(key) for key in validation} == validation
+
+
+def test_the_wandb_comparison_finds_a_missing_key_and_a_changed_value():
+    """`wandb_mismatches` is not vacuous: one key missing from wandb, one value off by one ulp, one family absent."""
+    logged = {1: {"actor/sent/kl_term": 0.0, "sent/low_entropy_frac": 0.8, "semantic_entropy/mean": 0.69,
+                  "curriculum/stage": 1.0, "timing_s/step": 6.0}}
+    assert wandb_mismatches(logged, {1: dict(logged[1])}) == []
+    assert wandb_mismatches(logged, {}) == ["step 1: not in wandb's history (steps [])"]
+    lacking = {1: {key: value for key, value in logged[1].items() if key != "curriculum/stage"}}
+    assert wandb_mismatches(logged, lacking) == ["step 1: missing in wandb: ['curriculum/stage']"]
+    nudged = {1: {**logged[1], "semantic_entropy/mean": math.nextafter(0.69, 1.0)}}
+    assert wandb_mismatches(logged, nudged) == [
+        f"step 1: semantic_entropy/* differ (file logger, wandb): "
+        f"{{'semantic_entropy/mean': (0.69, {math.nextafter(0.69, 1.0)!r})}}"]
+    no_sent = {1: {key: value for key, value in logged[1].items() if not key.startswith("sent/")}}
+    assert wandb_mismatches(no_sent, {1: dict(no_sent[1])}) == ["step 1: the file logger has no sent/* metric"]
 
 
 def test_sent_trains_in_bf16_on_two_data_parallel_ranks_with_exact_global_selection_counts(workdir, tiny_model):

@@ -1,6 +1,6 @@
 """The typed configs (ScoringConfig, EvalConfig, CurriculumConfig, LabConfig): every misspelt key (Hydra's `+key=`
 and `++key=` too), wrong type, missing value, disallowed choice and model path that does not exist is an error naming
-the key; defaults live once (in the dataclasses; YAML only overrides or is checked here); the README's knob tables are
+the key; defaults live once (in the dataclasses; YAML only overrides or is checked here); the knob tables in docs/ are
 the dataclasses' fields; launcher children get the typed config."""
 
 from __future__ import annotations
@@ -162,18 +162,21 @@ def test_curriculum_function_and_cli_defaults_are_the_dataclass():
                 assert param.default == getattr(defaults, name), (fn.__name__, name)
 
 
-# ------------------------------------------------------------------------------------------------ README tables
-def test_readme_knob_tables_match_the_dataclasses():
+# ------------------------------------------------------------------------------------------------ docs tables
+KNOB_DOCS = {  # the document -> the configs whose knob tables it holds
+    "docs/scoring.md": {"verl_ext.semantic_entropy.config.ScoringConfig", "verl_ext.curriculum.CurriculumConfig"},
+    "docs/evaluation.md": {"verl_ext.eval.config.EvalConfig"},
+}
+
+
+@pytest.mark.parametrize("doc", sorted(KNOB_DOCS))
+def test_docs_knob_tables_match_the_dataclasses(doc):
     from verl_ext.knob_tables import BLOCK, render_readme
 
-    text = (REPO / "README.md").read_text()
+    text = (REPO / doc).read_text()
     targets = {m.group("target") for m in BLOCK.finditer(text)}
-    assert targets == {
-        "verl_ext.semantic_entropy.config.ScoringConfig",
-        "verl_ext.eval.config.EvalConfig",
-        "verl_ext.curriculum.CurriculumConfig",
-    }
-    assert render_readme(text) == text, "README knob tables drifted: run python -m verl_ext.knob_tables README.md"
+    assert targets == KNOB_DOCS[doc]
+    assert render_readme(text) == text, f"{doc} knob tables drifted: run python -m verl_ext.knob_tables {doc}"
 
 
 @pytest.mark.parametrize("cls", [ScoringConfig, EvalConfig, CurriculumConfig])
@@ -215,7 +218,7 @@ SCORING_ARGS = ["input_files=in.parquet", "output_dir=out", "model.path=m"]
         ("verl_ext.semantic_entropy", SCORING_ARGS, "+samplng.n=3", "samplng (ScoringConfig has: input_files"),
         ("verl_ext.eval", ["model.path=m"], "+sampling.nn=3", "sampling.nn (sampling has: n, temperature"),
         ("verl_ext.eval", ["model.path=m"], "+verify.timeout=3", "verify.timeout (verify has: num_workers"),
-        ("recipe.sent.lab", [], "+stepz=3", "stepz (LabConfig has: out, model"),
+        ("recipe.drivers.lab", [], "+stepz=3", "stepz (LabConfig has: out, model"),
     ],
 )
 def test_hydra_add_syntax_is_rejected_by_name(module, args, override, named, tmp_path):

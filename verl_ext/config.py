@@ -13,7 +13,7 @@ verl's classes are not subclassed: ``verl_ext`` stays importable without verl (`
 its plugins), and nothing here needs their ``Mapping`` interface, which would invite string lookups again.
 
 Each field's documentation is the string literal right under it (an attribute docstring); ``field_docs`` reads them,
-and ``verl_ext.knob_tables`` renders the README's knob tables from fields, defaults and docs.
+and ``verl_ext.knob_tables`` renders the knob tables in docs/ from fields, defaults and docs.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     python scripts/prepare_data.py --out-dir data                     # from the Hugging Face hub
     # -> data/dapo_math_17k.parquet (train) and data/eval/{aime24,aime25,amc23,math500,minerva,olympiadbench}.parquet
-    python scripts/prepare_data.py --out-dir data --from-dir raw/     # from local copies (no network)
+    python scripts/prepare_data.py --out-dir data --from-dir raw/     # from local copies (no network: docs/offline.md)
 
 Every output row has verl's RL layout (`verl.utils.dataset.rl_dataset.RLHFDataset`, reward managers):
 
@@ -241,16 +241,28 @@ def read_local(path: Path) -> list[dict]:
     raise DataPrepError(f"{path}: unsupported file type (use {', '.join(LOCAL_EXTENSIONS)})")
 
 
-def find_local(source: Source, from_dir: Path) -> Path:
-    """Where `source` lives under `from_dir`: <name>.<ext>, <name>/, or a clone of the hub repo
-    (<repo name>/[<config>/]), e.g. raw/aime24.jsonl, raw/DAPO-Math-17k/, raw/OlympiadBench/OE_TO_maths_en_COMP/."""
+def local_candidates(source: Source, from_dir: Path) -> list[Path]:
+    """Where `source` may live under `from_dir`, in the order looked at: <name>.<ext>, <name>/, or a clone of the hub
+    repo (<repo name>/[<config>/]), e.g. raw/aime24.jsonl, raw/DAPO-Math-17k/,
+    raw/OlympiadBench/OE_TO_maths_en_COMP/."""
     repo_dir = from_dir / source.hub_id.split("/")[-1]
     candidates = [from_dir / f"{source.name}{ext}" for ext in LOCAL_EXTENSIONS]
     candidates.append(from_dir / source.name)
-    if source.config:
-        candidates.append(repo_dir / source.config)
-    else:
-        candidates.append(repo_dir)
+    candidates.append(repo_dir / source.config if source.config else repo_dir)
+    return candidates
+
+
+def local_layout(source: Source, from_dir: str | Path = "DIR") -> str:
+    """`local_candidates` in words, for error messages: what --from-dir expects for `source`."""
+    *files, folder, clone = local_candidates(source, Path(from_dir))
+    exts = "|".join(p.suffix.lstrip(".") for p in files)
+    return (f"{from_dir}/{source.name}.{{{exts}}}, a folder {folder}/ of such files, or a clone of the hub repo "
+            f"{clone}/; columns {source.question}, {source.answer}")  # fmt: skip
+
+
+def find_local(source: Source, from_dir: Path) -> Path:
+    """Where `source` lives under `from_dir` (the first of `local_candidates` that exists)."""
+    candidates = local_candidates(source, from_dir)
     for candidate in candidates:
         if candidate.exists():
             return candidate
@@ -258,12 +270,42 @@ def find_local(source: Source, from_dir: Path) -> Path:
     raise DataPrepError(f"{source.name}: no local copy of {source.hub_id} under {from_dir} (looked for {tried})")
 
 
+def hub_unavailable(source: Source, why: str) -> DataPrepError:
+    """The one-line error for a set the hub cannot give here: which set, why, and the two ways on (docs/offline.md)."""
+    return DataPrepError(
+        f"{source.name}: {why}: prepare it from local files with --from-dir DIR ({local_layout(source)}), or fill "
+        "the cache on a node with network (this command there, same HF_HOME) and rerun with HF_HUB_OFFLINE=1; "
+        "see docs/offline.md"
+    )
+
+
 def read_hub(source: Source, cache_dir: str | None = None) -> list[dict]:
+    """The source's rows from the hub (or the datasets cache under HF_HUB_OFFLINE=1). A hub that does not answer, or
+    a set missing from the cache offline, is a one-line `DataPrepError` (`hub_unavailable`) rather than `datasets`'
+    retries (about 25 s) and traceback."""
+    from verl_ext.model_path import hub_endpoint, hub_offline, hub_unreachable
+
     try:
         import datasets  # lazy: only the hub path needs it
     except ImportError as exc:  # pragma: no cover
         raise DataPrepError("reading from the hub needs `pip install datasets` (or use --from-dir)") from exc
-    ds = datasets.load_dataset(source.hub_id, source.config, split=source.split, cache_dir=cache_dir)
+    offline = hub_offline()
+    if not offline:
+        reason = hub_unreachable(source.hub_id, "dataset")
+        if reason:
+            raise hub_unavailable(source, f"the Hugging Face hub ({hub_endpoint()}) is unreachable ({reason}), so "
+                                          f"{source.hub_id} cannot be downloaded")  # fmt: skip
+    try:
+        ds = datasets.load_dataset(source.hub_id, source.config, split=source.split, cache_dir=cache_dir)
+    except ConnectionError as exc:  # datasets' "Couldn't reach ..." (also huggingface_hub's OfflineModeIsEnabled)
+        if offline:
+            cache = cache_dir or datasets.config.HF_DATASETS_CACHE
+            why = f"HF_HUB_OFFLINE=1 and {source.hub_id} is not in the cache ({cache})"
+            raise hub_unavailable(source, why) from None
+        raise hub_unavailable(source, f"could not reach {source.hub_id} on {hub_endpoint()} ({exc})") from None
+    except datasets.exceptions.DatasetNotFoundError as exc:
+        first = " ".join(str(exc).split())[:200]
+        raise DataPrepError(f"{source.name}: {source.hub_id} not found on {hub_endpoint()} ({first})") from None
     return ds.to_pandas().to_dict("records")  # DAPO-Math-17k has ~1.8M rows (each prompt repeated): stay columnar
 
 

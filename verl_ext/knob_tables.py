@@ -1,8 +1,8 @@
-"""The README's knob tables, rendered from the typed configs' fields, defaults and field docstrings.
+"""The knob tables of docs/scoring.md and docs/evaluation.md, rendered from the typed configs' fields, defaults and
+field docstrings.
 
-``python -m verl_ext.knob_tables README.md`` rewrites every block between ``<!-- knobs: module.Class -->`` and
-``<!-- /knobs -->``; ``--check`` only reports drift (``tests/test_typed_configs.py`` fails on it), so a table can
-never disagree with the code.
+``python -m verl_ext.knob_tables [FILE ...]`` (default: both documents, ``DOCUMENTS``) rewrites every block between ``<!-- knobs: module.Class -->`` and ``<!-- /knobs -->``; ``--check`` only reports drift
+(``tests/test_typed_configs.py`` fails on it), so a table can never disagree with the code.
 """
 
 from __future__ import annotations
@@ -97,22 +97,27 @@ def render_readme(text: str) -> str:
     return BLOCK.sub(block, text)
 
 
+DOCUMENTS = ("docs/scoring.md", "docs/evaluation.md")  # the documents that hold knob tables
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m verl_ext.knob_tables", description=__doc__.split("\n\n")[0])
-    p.add_argument("readme", nargs="?", default="README.md")
+    p.add_argument("documents", nargs="*", default=list(DOCUMENTS))
     p.add_argument("--check", action="store_true", help="report drift, change nothing (exit 1 on drift)")
     a = p.parse_args(argv)
-    path = Path(a.readme)
-    text = path.read_text()
-    new = render_readme(text)
-    if new == text:
-        return 0
-    if a.check:
-        print(f"{path}: knob tables differ from the config classes; run python -m verl_ext.knob_tables {path}")
-        return 1
-    path.write_text(new)
-    print(f"{path}: knob tables rewritten")
-    return 0
+    drift = 0
+    for path in map(Path, a.documents):
+        text = path.read_text()
+        new = render_readme(text)
+        if new == text:
+            continue
+        if a.check:
+            print(f"{path}: knob tables differ from the config classes; run python -m verl_ext.knob_tables {path}")
+            drift = 1
+            continue
+        path.write_text(new)
+        print(f"{path}: knob tables rewritten")
+    return drift
 
 
 if __name__ == "__main__":

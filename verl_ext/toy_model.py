@@ -11,16 +11,22 @@ learn and token entropy something to lose).
   take it away (the collapse issue 16 asks for; `docs/lab/toy/regime.md`).
 - Cache: `.cache/models/toy-reasoner-<hash of the recipe>`; a changed recipe is a new folder, a killed build never
   leaves a half-written one.
-- The same model on every machine: the build runs in a child process with its numerics pinned (`BUILD_ENV`: ATen's
-  kernels at AVX2, MKL's and oneDNN's code paths at AVX2, 2 threads), so that every x86-64 machine (AVX2 or AVX-512)
-  builds the same weights from `Recipe.seed` (checked on AMD EPYC, not on an Intel CPU), and the build says whether
-  they are the reference ones (`REFERENCE_WEIGHTS`, checked in CI). Unpinned, a machine's own kernels decide: the
-  default recipe built with AVX-512 kernels is another, stronger model (the rebuild below; the AVX2 and AVX-512 builds
-  part at the first logged loss).
+- Shipped weights: the default recipe's reference build lives in the package (`SHIPPED_DIR`, 2.3 MB: weights,
+  tokenizer, `recipe.json` with the build's sha256, and its measured `toy_eval.json`), and `toy_model_dir` installs it
+  into the cache instead of building. A 2400-step SFT does not give the same bits on every CPU (an Intel Xeon's pinned
+  build of the tiny recipe differed from an AMD EPYC's), so the committed labs and the demo must not depend on each
+  user's CPU rebuilding it.
+- Rebuilding (`--rebuild`, or any other recipe): the build runs in a child process with its numerics pinned
+  (`BUILD_ENV`: ATen's kernels at AVX2, MKL's and oneDNN's code paths at AVX2, 2 threads), so that the same recipe
+  gives the same weights twice on one machine (tested), and across machines often, but not always; a rebuild of the
+  default recipe says whether its weights are the shipped ones, and names both hashes when not. Unpinned, a machine's
+  own kernels decide: the default recipe built with AVX-512 kernels is another, stronger model (the rebuild below; the
+  AVX2 and AVX-512 builds part at the first logged loss).
 - `measure` samples the scoring job (vLLM, temperature 1) on a generated split and prints pass@1, pass@8 and the mean
   semantic entropy per level and Spearman corr(SE, pass rate); the build stores that table as ``toy_eval.json``.
 
-    python -m verl_ext.toy_model [--cache .cache/models] [--samples 8]
+    python -m verl_ext.toy_model [--cache .cache/models]             # install the shipped weights, print the table
+    python -m verl_ext.toy_model --rebuild [--samples 8]               # build them again here (about 6 min), measure
 
 The default recipe (0.56 M parameters: 2 layers, width 128; 2400 steps x 32 problems at a constant 3e-3, slip rate
 0.25) measured at build (48 problems a level, 8 answers at temperature 1, vLLM-CPU):
@@ -31,9 +37,9 @@ The default recipe (0.56 M parameters: 2 layers, width 128; 2400 steps x 32 prob
     AVX-512 build    pass@1 74%   58%   43%   39%   10%   27%    0%    -0.76
     (unpinned)       pass@8 100%  100%  100%  100%  46%   85%    2%
 
-The reference build is the model of the committed toy lab (`docs/lab/toy/`): built there before the pinning, evidently
-with AVX2 kernels, as the pinned build's measured table equals its table to the last answer (its weights were not
-kept); the AVX-512 build is
+The reference build (the shipped weights) is the model of the committed toy labs (`docs/lab/toy/`): built there before
+the pinning, evidently with AVX2 kernels, as the pinned build's measured table equals its table to the last answer, and
+rebuilt pinned on an AMD EPYC (AVX-512) to the same sha256 (96b249bf...); the AVX-512 build is
 `docs/lab/toy/rebuild/`'s. Slips alone would give 75% at k = 2 and 18% at k = 7; the model adds errors of its own on
 top, and it never writes a sum of 8 numbers (the held-out level), which it never saw. On an idle 2-core machine the
 AVX-512 build took 4.2 min (242 s of SFT), the pinned one 4.8 min (280 s of SFT; `docs/lab/toy/grpo_avx512/`), and
@@ -103,12 +109,10 @@ BUILD_THREADS = 2
 BUILD_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
              "OMP_NUM_THREADS": str(BUILD_THREADS), "MKL_NUM_THREADS": str(BUILD_THREADS)}
 BUILD_TIMEOUT_S = 3600  # the default recipe: 5 min on 2 idle cores, 17.6 min beside test runs
-# sha256 of model.safetensors built with BUILD_ENV on x86-64 (AVX2 or AVX-512), torch 2.13.0: the models of the
-# committed labs (default) and of the tests (tiny). Another build is announced as a different model.
-REFERENCE_WEIGHTS = {
-    DEFAULT_RECIPE.key(): "96b249bfb1f9e45172b499730b1f511a48239b1231a5c6fb57cf81a3f01a7777",
-    TINY_RECIPE.key(): "2aeff4d53156552392c250b80af181c78c71a6d98c4f4d73b5ef26475ae0f2eb",
-}
+# The default recipe's reference build, shipped with the package (see the module docstring); `make_shipped` writes it.
+SHIPPED_DIR = Path(__file__).resolve().parent / "weights" / "toy-reasoner"
+SHIPPED_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                 "chat_template.jinja", "recipe.json", EVAL_FILE)
 
 
 # ------------------------------------------------------------------------------------------------ tokenizer
@@ -174,7 +178,7 @@ def collate(batch, pad_id: int):
 def build_pinned(path: str | Path, recipe: Recipe = DEFAULT_RECIPE, *, timeout_s: float = BUILD_TIMEOUT_S,
                  log=LOG) -> Path:
     """Build the model of `recipe` at `path` in a child process with the pinned numerics (BUILD_ENV), whatever this
-    process's environment says; say whether the weights are the reference build's (REFERENCE_WEIGHTS)."""
+    process's environment says; for the default recipe, say whether the weights are the shipped ones."""
     path = Path(path)
     command = [sys.executable, "-m", "verl_ext.toy_model", "--build-into", str(path), "--recipe",
                json.dumps(asdict(recipe))]
@@ -186,14 +190,8 @@ def build_pinned(path: str | Path, recipe: Recipe = DEFAULT_RECIPE, *, timeout_s
     except subprocess.CalledProcessError as error:
         raise SystemExit(f"toy reasoner {recipe.key()}: the build of {path} failed (exit {error.returncode}, "
                          "its output above)") from None
-    build = json.loads((path / "recipe.json").read_text())["build"]
-    reference = REFERENCE_WEIGHTS.get(recipe.key())
-    if reference == build["sha256"]:
-        log(f"toy reasoner {recipe.key()}: the reference weights (sha256 {reference[:12]})")
-    elif reference:
-        log(f"WARNING toy reasoner {recipe.key()}: built weights {build['sha256'][:12]} ({build['cpu_capability']}, "
-            f"torch {build['torch']}) are not the reference build's {reference[:12]} (x86-64 AVX2, torch 2.13.0): a "
-            "different model, which the committed toy labs' numbers do not describe")
+    if recipe == DEFAULT_RECIPE:
+        compare_with_shipped(path, log=log)
     return path
 
 
@@ -236,7 +234,7 @@ def build_toy_model(path: str | Path, recipe: Recipe = DEFAULT_RECIPE, *, log=LO
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(work)
     tokenizer.save_pretrained(work)
-    weights = hashlib.sha256((work / "model.safetensors").read_bytes()).hexdigest()
+    weights = weights_sha256(work)
     build = {"sha256": weights, "cpu_capability": capability, "threads": torch.get_num_threads(),
              "torch": torch.__version__, "env": {name: os.environ.get(name) for name in BUILD_ENV}}
     (work / "recipe.json").write_text(json.dumps({"key": recipe.key(), "format": FORMAT_VERSION, **asdict(recipe),
@@ -263,11 +261,63 @@ def _remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def weights_sha256(folder: Path) -> str:
+    return hashlib.sha256((Path(folder) / "model.safetensors").read_bytes()).hexdigest()
+
+
+def shipped_sha256() -> str:
+    """The shipped weights' sha256 as their recipe.json records it (the build that made them)."""
+    return json.loads((SHIPPED_DIR / "recipe.json").read_text())["build"]["sha256"]
+
+
+def compare_with_shipped(folder: Path, *, log=LOG) -> bool:
+    """Whether `folder`'s weights are the shipped reference build's; if not, a warning names both builds."""
+    built, shipped = weights_sha256(folder), shipped_sha256()
+    if built == shipped:
+        log(f"toy reasoner {DEFAULT_RECIPE.key()}: {folder} holds the shipped reference weights (sha256 {shipped[:12]})")
+        return True
+    build = json.loads((Path(folder) / "recipe.json").read_text()).get("build", {})
+    reference = json.loads((SHIPPED_DIR / "recipe.json").read_text())["build"]
+    log(f"WARNING toy reasoner {DEFAULT_RECIPE.key()}: weights {built[:12]} in {folder} ({build.get('cpu_capability')}, "
+        f"torch {build.get('torch')}) are not the shipped reference build's {shipped[:12]} "
+        f"({reference['cpu_capability']} kernels, torch {reference['torch']}): a different model, which the committed "
+        "toy labs' numbers do not describe")
+    return False
+
+
+def install_shipped(target: Path, *, log=LOG) -> Path:
+    """Copy the shipped reference build to `target` (the cache folder of the default recipe), replacing whatever is
+    there; a killed copy never leaves a half-written folder."""
+    import shutil
+
+    work = target.with_name(target.name + ".partial")
+    _remove(work)
+    work.mkdir(parents=True)
+    for name in SHIPPED_FILES:
+        shutil.copy2(SHIPPED_DIR / name, work / name)
+    if weights_sha256(work) != shipped_sha256():
+        raise SystemExit(f"toy reasoner: {SHIPPED_DIR / 'model.safetensors'} does not match the sha256 its recipe.json "
+                         "records: the checkout's copy is damaged (git lfs? a partial checkout?)")
+    _remove(target)
+    _remove(target.with_name(target.name + ".eval"))  # scored shards of other weights (the job resumes from shards)
+    work.rename(target)
+    log(f"toy reasoner {DEFAULT_RECIPE.key()}: the shipped reference weights (sha256 {shipped_sha256()[:12]}) -> {target}")
+    return target
+
+
 def toy_model_dir(cache_dir: str | Path, recipe: Recipe = DEFAULT_RECIPE, *, measure_samples: int = 8,
-                  log=LOG) -> Path:
-    """The cached toy reasoner of `recipe`, built (and, with measure_samples > 0, measured) on first use."""
-    target = Path(cache_dir) / f"toy-reasoner-{recipe.key()}"
-    if not built_pinned(target):
+                  rebuild: bool = False, log=LOG) -> Path:
+    """The toy reasoner of `recipe` as a cached HF folder. The default recipe is the shipped reference build (copied
+    into the cache, no build) unless `rebuild`; any other recipe, or a rebuild, is built on first use with the pinned
+    numerics (and, with measure_samples > 0, measured). A rebuild of the default recipe has a folder of its own
+    (`-rebuild`), so that the shipped model and this machine's build never share a cache entry."""
+    shipped = recipe == DEFAULT_RECIPE and not rebuild
+    target = Path(cache_dir) / f"toy-reasoner-{recipe.key()}{'-rebuild' if recipe == DEFAULT_RECIPE and rebuild else ''}"
+    if shipped:
+        if not ((target / "model.safetensors").exists() and weights_sha256(target) == shipped_sha256()
+                and all((target / name).exists() for name in SHIPPED_FILES)):
+            install_shipped(target, log=log)
+    elif not built_pinned(target):
         if (target / "config.json").exists():
             log(f"toy reasoner {recipe.key()}: {target} was built before the build's numerics were pinned: rebuilding")
         _remove(target.with_name(target.name + ".eval"))  # its scored shards are the old weights' (the job resumes)
@@ -277,6 +327,17 @@ def toy_model_dir(cache_dir: str | Path, recipe: Recipe = DEFAULT_RECIPE, *, mea
     if (target / EVAL_FILE).exists():
         log(format_table(json.loads((target / EVAL_FILE).read_text())))
     return target
+
+
+def make_shipped(build: Path, eval_file: Path) -> None:
+    """Replace the shipped weights with `build` (a pinned build of the default recipe) and its measured table."""
+    import shutil
+
+    if json.loads((build / "recipe.json").read_text())["key"] != DEFAULT_RECIPE.key():
+        raise SystemExit(f"{build} is not a build of the default recipe {DEFAULT_RECIPE.key()}")
+    SHIPPED_DIR.mkdir(parents=True, exist_ok=True)
+    for name in SHIPPED_FILES:
+        shutil.copy2(eval_file if name == EVAL_FILE else build / name, SHIPPED_DIR / name)
 
 
 # ------------------------------------------------------------------------------------------------ measurement
@@ -290,7 +351,7 @@ def measure(model: Path, out: Path, *, samples: int = 8, per_level: int = MEASUR
     `samples` answers a problem) and write the per-level table to `model`/toy_eval.json."""
     import pandas as pd
 
-    from verl_ext.semantic_entropy.job import run_job
+    from verl_ext.semantic_entropy.run import run_job
 
     started = time.time()
     out.mkdir(parents=True, exist_ok=True)
@@ -351,14 +412,19 @@ def format_table(table: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", default=".cache/models", help="where the model folder is kept")
-    parser.add_argument("--samples", type=int, default=8, help="answers per problem when measuring (0: no measuring)")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="build the default recipe here (pinned numerics) instead of installing the shipped weights; "
+                        "it goes to <cache>/toy-reasoner-<key>-rebuild and is compared with the shipped ones")
+    parser.add_argument("--samples", type=int, default=8,
+                        help="answers per problem when measuring a build (0: no measuring); the shipped weights carry "
+                        "their table")
     parser.add_argument("--build-into", help=argparse.SUPPRESS)  # build_pinned's child process: build here, only
     parser.add_argument("--recipe", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.build_into:
         build_toy_model(args.build_into, Recipe.from_json(args.recipe))
         return
-    print(toy_model_dir(args.cache, measure_samples=args.samples))
+    print(toy_model_dir(args.cache, measure_samples=args.samples, rebuild=args.rebuild))
 
 
 if __name__ == "__main__":

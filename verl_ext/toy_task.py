@@ -82,7 +82,7 @@ def problems(per_level: dict[int, int], seed: int, exclude: set[tuple[int, ...]]
 
 def rows(per_level: dict[int, int], seed: int, split: str = "train",
          exclude: set[tuple[int, ...]] = frozenset()) -> list[dict]:
-    """verl-format rows (as `recipe/sent/demo_data.demo_rows` writes them); `extra_info.level` is k."""
+    """verl-format rows (as `recipe/drivers/demo_data.demo_rows` writes them); `extra_info.level` is k."""
     return [
         {
             "data_source": DATA_SOURCE,

@@ -21,7 +21,7 @@ from verl.utils.device import auto_set_device
 from verl.utils.import_utils import import_external_libs
 
 from verl_ext.config import ConfigError
-from verl_ext.model_path import check_model_path as check_path
+from verl_ext.model_path import check_model_available as check_path
 
 from recipe.sent.attention import apply_attention_choice
 
@@ -50,7 +50,8 @@ def export_worker_environment(config) -> None:
 
 
 def check_model_path(config) -> None:
-    """Fail before Ray starts on a model path that cannot load (the workers would fail one by one, or hang)."""
+    """Fail before Ray starts on a model path that cannot load (the workers would fail one by one, or hang): no such
+    folder, or a hub id this node cannot get (hub unreachable, or HF_HUB_OFFLINE=1 and not cached; docs/offline.md)."""
     model = config.actor_rollout_ref.model
     try:
         for key in ("path", "tokenizer_path"):

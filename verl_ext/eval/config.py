@@ -1,8 +1,8 @@
 """``EvalConfig``: every knob of the evaluation harness (``python -m verl_ext.eval``), its default, its check.
 
-The defaults below are the only ones (``configs/eval.yaml`` takes its schema from this class; the README's table is
-rendered from it). Sampling follows the paper's evaluation (OpenCompass + vLLM): 32 samples, T=1.0, top_p=0.9,
-top_k=50, up to 8,000 new tokens.
+The defaults below are the only ones (``configs/eval.yaml`` takes its schema from this class; the table in
+docs/evaluation.md is rendered from it). Sampling follows the paper's evaluation (OpenCompass + vLLM): 32 samples,
+T=1.0, top_p=0.9, top_k=50, up to 8,000 new tokens.
 """
 
 from __future__ import annotations

@@ -6,10 +6,11 @@ Pure functions (no Ray, no Hydra):
 - ``semantic_entropy(cluster_ids, seq_logprobs=None) -> float`` (``entropy.py``, both readings of the weighted form)
 - ``extract_answer(response) -> str | None``
 
-The scoring job: ``python -m verl_ext.semantic_entropy`` or ``job.run_job(cfg)``, one file per purpose:
+The scoring job: ``python -m verl_ext.semantic_entropy`` or ``run.run_job(cfg)``, one file per purpose:
 ``config.py`` (``ScoringConfig``: every knob), ``rows.py`` (input rows), ``shards.py`` (shard planning, atomic writes,
 settings fingerprint), ``job.py`` (scoring shards, merging), ``parallel.py`` (process and Ray launchers),
-``summary.py`` (summary.json and the SE histogram), ``backends.py`` (vLLM in-process or an OpenAI-compatible server).
+``run.py`` (``run_job``: one engine or several), ``summary.py`` (summary.json and the SE histogram), ``backends.py``
+(vLLM in-process or an OpenAI-compatible server).
 """
 
 from .answers import extract_answer, normalize_key

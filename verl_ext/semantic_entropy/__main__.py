@@ -40,7 +40,8 @@ def main() -> None:
 
     @hydra.main(config_path=config_dir, config_name="score_semantic_entropy", version_base="1.3")
     def _run(cfg) -> None:
-        from .job import BadInputError, run_job
+        from .job import BadInputError
+        from .run import run_job
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         print(OmegaConf.to_yaml(cfg), flush=True)

@@ -168,7 +168,12 @@ def build_backend(cfg, seed: int = 0):
     raise ValueError(f"backend must be 'vllm' or 'openai', got {cfg.backend!r}")
 
 
-def load_tokenizer(path: str, trust_remote_code: bool = False):
+def load_tokenizer(path: str, trust_remote_code: bool = False, key: str = "tokenizer"):
+    """The tokenizer at ``path`` (a folder or a hub id); a path that cannot load fails in one line naming ``key``
+    (``ConfigError``: no such folder, or a hub id that is neither reachable nor cached) before transformers tries."""
+    from verl_ext.model_path import check_model_available
+
+    check_model_available(key, path)
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)

@@ -1,8 +1,8 @@
 """``ScoringConfig``: every knob of the scoring job (``python -m verl_ext.semantic_entropy``), its default, its check.
 
 The defaults below are the only ones: ``configs/score_semantic_entropy.yaml`` holds Hydra's own settings and takes
-its schema from this class (``__main__`` registers it), and the README's table is rendered from these fields and the
-docstrings under them (``python -m verl_ext.knob_tables``). The generation pieces (model, sampling, engines,
+its schema from this class (``__main__`` registers it), and docs/scoring.md's table is rendered from these fields and
+the docstrings under them (``python -m verl_ext.knob_tables``). The generation pieces (model, sampling, engines,
 math-verify) are shared with the evaluation harness (``verl_ext.eval.config.EvalConfig``).
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from verl_ext.config import MISSING, ConfigError, TypedConfig, one_of
 from verl_ext.curriculum import StagesConfig
-from verl_ext.model_path import check_model_path
+from verl_ext.model_path import check_model_available
 from verl_ext.semantic_entropy.answers import ANSWER_FALLBACKS
 
 BACKENDS = ("vllm", "openai")
@@ -40,10 +40,11 @@ class ModelConfig(TypedConfig):
 
     def check_paths(self, weights: bool = True) -> None:
         """Fail at start, naming the key, on a path that cannot load: the tokenizer's always, the weights' when this
-        process loads them (``weights``; an ``openai`` server loads its own)."""
-        check_model_path("model.tokenizer_path" if self.tokenizer_path else "model.path", self.tokenizer)
-        if weights:
-            check_model_path("model.path", self.path)
+        process loads them (``weights``; an ``openai`` server loads its own). A hub id must be reachable or cached
+        (``verl_ext.model_path.check_model_available``; docs/offline.md)."""
+        check_model_available("model.tokenizer_path" if self.tokenizer_path else "model.path", self.tokenizer)
+        if weights and self.path != self.tokenizer:
+            check_model_available("model.path", self.path)
 
 
 @dataclass

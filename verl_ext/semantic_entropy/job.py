@@ -36,7 +36,7 @@ from .summary import summarize
 
 log = logging.getLogger("verl_ext.semantic_entropy")
 
-__all__ = ["BadInputError", "JobResult", "ScoringConfig", "ScoringJob", "prompt_stats", "row_seed", "run_job"]
+__all__ = ["BadInputError", "JobResult", "ScoringConfig", "ScoringJob", "prompt_stats", "row_seed"]
 
 SE_FIELDS = [
     ("semantic_entropy", pa.float64()),
@@ -300,20 +300,3 @@ class ScoringJob:
         if self._owns_backend and self._backend is not None:
             self._backend.close()
             self._backend = None
-
-
-def run_job(cfg: ScoringConfig | Any, backend=None) -> JobResult:
-    """Run (or resume) the scoring job described by ``cfg``: a ``ScoringConfig``, or a Hydra ``DictConfig`` / plain
-    nested mapping of its fields (validated into one; a misspelt key is an error naming it).
-
-    ``data_parallel_size > 1`` (with ``world_size=1``): one engine per GPU group, launched by ``parallel.py``
-    (``data_parallel_backend``), then merged here.
-    """
-    cfg = ScoringConfig.from_config(cfg)
-    if not cfg.merge_only:
-        cfg.model.check_paths(weights=cfg.backend == "vllm" and backend is None)
-    if cfg.data_parallel_size > 1 and cfg.world_size == 1 and backend is None:
-        from .parallel import run_data_parallel, run_ray_data_parallel
-
-        return run_ray_data_parallel(cfg) if cfg.data_parallel_backend == "ray" else run_data_parallel(cfg)
-    return ScoringJob(cfg, backend=backend).run()

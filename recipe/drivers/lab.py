@@ -1,23 +1,23 @@
-"""`python -m recipe.sent.lab [key=value ...]`: the paper's comparison end to end on one machine.
+"""`python -m recipe.drivers.lab [key=value ...]`: the paper's comparison end to end on one machine.
 
 1. data: model=toy: the toy task (`verl_ext.toy_task.split_rows`), `toy_train_per_level` problems per trained level
    and `toy_heldout_per_level` held-out ones per trained level plus the harder held-out level, never trained; other
-   models: the bundled graded math set (`recipe.sent.demo_data`), every `eval_every`-th problem of each difficulty
+   models: the bundled graded math set (`recipe.drivers.demo_data`), every `eval_every`-th problem of each difficulty
    level held out;
 2. semantic-entropy scoring of the train split with the initial model (`runs.score`);
 3. per variant (`lab_config.VARIANTS`: a preset plus its overrides; all else shared) and seed (`seeds`, into
    `<variant>/seed<k>/`; `LabConfig.workers()` runs at once, each in a thread of its own): training through
-   `recipe.sent.launch.train` with checkpoints and `resume_mode=auto`, the last checkpoint merged to a Hugging Face
+   `recipe.drivers.launch.train` with checkpoints and `resume_mode=auto`, the last checkpoint merged to a Hugging Face
    folder (`verl.model_merger`), evaluated on the held-out set (`verl_ext.eval`: avg@k, pass@k); the initial model
    is evaluated once as the baseline;
 4. `report.md` (a row per variant: means over seeds with 95% intervals) and `curves.png` (per step and variant, a
-   band across seeds) from `<variant>/seed<k>/metrics.jsonl` (`recipe.sent.lab_report`).
+   band across seeds) from `<variant>/seed<k>/metrics.jsonl` (`recipe.drivers.lab_report`).
 
 Re-running the same command resumes: a (variant, seed) run with `done.json` (written last) is skipped, an unfinished
 one resumes from its last checkpoint; either only with the settings it started with (`settings.json`): a lab whose
 model or overrides differ from a run's record stops before anything trains, naming the run and the key. A run that
 fails is written to its `failed.json`, shown in the report, and retried on the next run. The config is `LabConfig`
-(`recipe/sent/lab_config.py`), the schema of `configs/lab.yaml`.
+(`recipe/drivers/lab_config.py`), the schema of `configs/lab.yaml`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import os
 import platform
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -37,15 +36,14 @@ from pathlib import Path
 
 import psutil
 
-from recipe.sent.lab_config import VARIANTS, LabConfig
-from recipe.sent.lab_report import BENCHMARK, build_report, run_dir
+from recipe.drivers.lab_config import VARIANTS, LabConfig
+from recipe.drivers.heldout import BENCHMARK, evaluate, last_checkpoint, merge
+from recipe.drivers.lab_report import build_report, run_dir
 from verl_ext.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "configs"
 SCHEMA_NAME = "lab_schema"
-MERGE_TIMEOUT_S = 900
-EVAL_TIMEOUT_S = 3600
 
 
 # ------------------------------------------------------------------------------------------------ data and model
@@ -73,7 +71,7 @@ def split_data(out: Path, cfg: LabConfig) -> tuple[Path, Path]:
 
 
 def _bundled_split(eval_every: int) -> tuple[list[dict], list[dict]]:
-    from recipe.sent.demo_data import demo_rows
+    from recipe.drivers.demo_data import demo_rows
 
     seen: dict[int, int] = {}
     train, held_out = [], []
@@ -88,7 +86,7 @@ def _bundled_split(eval_every: int) -> tuple[list[dict], list[dict]]:
 
 
 def model_dir(cfg: LabConfig) -> Path:
-    from recipe.sent.runs import smollm2_hf_dir, tiny_model_dir
+    from recipe.drivers.runs import smollm2_hf_dir, tiny_model_dir
 
     cache = Path(cfg.cache).resolve()
     if cfg.model == "smollm2":
@@ -108,7 +106,7 @@ def model_dir(cfg: LabConfig) -> Path:
 
 
 def score_train(train_file: Path, model: Path, out: Path, cfg: LabConfig) -> Path:
-    from recipe.sent.runs import score
+    from recipe.drivers.runs import score
 
     scored = out / "scored.parquet"
     if not scored.exists():  # the job resumes by itself; skipping it also skips loading vLLM
@@ -117,18 +115,11 @@ def score_train(train_file: Path, model: Path, out: Path, cfg: LabConfig) -> Pat
 
 
 # ------------------------------------------------------------------------------------------------ one run
-def seed_overrides(seed: int) -> list[str]:
-    """Everything a run's seed sets: the dataloader's shuffle (verl's `data.seed`), vLLM's sampling
-    (`actor_rollout_ref.rollout.seed`), the actor's mini-batch shuffle and the curriculum's within-stage shuffles."""
-    return [f"data.seed={seed}", f"actor_rollout_ref.rollout.seed={seed}",
-            f"actor_rollout_ref.actor.data_loader_seed={seed}", f"data.curriculum.seed={seed}"]
-
-
 def variant_overrides(name: str, seed: int, model: Path, scored: Path, eval_file: Path, out: Path, cfg: LabConfig,
                       machine: str) -> list[str]:
-    """The shared sizes (`runs.training_overrides`), the seed's keys, the model's regime (`lab_config.REGIMES`),
+    """The shared sizes (`runs.training_overrides`), the seed's keys, the model's regime (`runs.REGIMES`),
     checkpoints for merge and resume, `cfg.train_overrides`, then the variant's own."""
-    from recipe.sent.runs import training_overrides
+    from recipe.drivers.runs import seed_overrides, training_overrides
 
     variant = VARIANTS[name]
     return [
@@ -170,56 +161,11 @@ def check_settings(run_out: Path, settings: dict, label: str) -> None:
                       "train it again")
 
 
-def last_checkpoint(checkpoints: Path) -> int:
-    marker = checkpoints / "latest_checkpointed_iteration.txt"
-    return int(marker.read_text().strip()) if marker.exists() else 0
-
-
-def merge(checkpoints: Path, step: int, target: Path) -> Path:
-    """The actor checkpoint of `step` as a Hugging Face folder (verl's model merger); atomic by rename."""
-    if (target / "config.json").exists():
-        return target
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    command = [sys.executable, "-m", "verl.model_merger", "merge", "--backend", "fsdp",
-               "--local_dir", str(checkpoints / f"global_step_{step}" / "actor"), "--target_dir", str(partial)]
-    run_logged(command, target.parent / "merge.log", MERGE_TIMEOUT_S)
-    partial.rename(target)
-    return target
-
-
-def evaluate(model: Path, tokenizer: Path, eval_file: Path, out: Path, name: str, cfg: LabConfig,
-             seed: int) -> dict:
-    """The eval harness on the held-out set, sampling with `seed`; returns its results.json (it skips what it already
-    evaluated)."""
-    from recipe.sent.runs import MAX_MODEL_LEN
-
-    command = [
-        sys.executable, "-m", "verl_ext.eval", f"model.path={model}", f"model.tokenizer_path={tokenizer}",
-        f"run_name={name}", f"output_dir={out}", f"+files.{BENCHMARK}={eval_file}", f"benchmarks=[{BENCHMARK}]",
-        f"sampling.n={cfg.eval_samples}", f"ks=[{','.join(map(str, cfg.ks))}]", f"sampling.max_tokens={cfg.max_tokens}",
-        f"sampling.seed={seed}", "sampling.top_p=1.0", "sampling.top_k=-1", "vllm.dtype=float32",
-        "vllm.enforce_eager=true",
-        f"vllm.max_model_len={MAX_MODEL_LEN}", "verify.num_workers=1", "paper_columns=", "progress=false",
-        # the bundled prompts ask for no answer format and SmolLM2 writes none: the last number is its answer, as in
-        # the scoring job (runs.score) and close to the training reward (math-verify on the whole response)
-        "verify.answer_fallback=last_number",
-    ]
-    run_logged(command, out.parent / "eval.log", EVAL_TIMEOUT_S)
-    return json.loads((out / "results.json").read_text())
-
-
-def run_logged(command: list[str], log: Path, timeout_s: float) -> None:
-    """A child in our process group (killed with the lab), console to `log`; RuntimeError with the tail on failure."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as fh:
-        fh.write(" ".join(command) + "\n\n")
-        fh.flush()
-        done = subprocess.run(command, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout_s,
-                              check=False)
-    if done.returncode != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        raise RuntimeError(f"{command[2]} exited with {done.returncode}; log: {log}\n{tail}")
+def lab_evaluate(model: Path, tokenizer: Path, eval_file: Path, out: Path, name: str, cfg: LabConfig, seed: int
+                 ) -> dict:
+    """`heldout.evaluate` with the lab's sampling (eval_samples answers, ks, max_tokens), sampling with `seed`."""
+    return evaluate(model, tokenizer, eval_file, out, name, samples=cfg.eval_samples, ks=cfg.ks,
+                    max_tokens=cfg.max_tokens, seed=seed)
 
 
 class Progress:
@@ -293,7 +239,7 @@ def stop_children(grace_s: float = 10.0) -> None:
     """SIGTERM every process below the lab and every process in their sessions (a training leads a session of its
     own, which its Ray workers share), then SIGKILL what is left after `grace_s`. Never the lab's own session: that
     holds whoever started the lab."""
-    from recipe.sent.launch import session_processes, terminate
+    from recipe.drivers.launch import session_processes, terminate
 
     own_session = os.getsid(0)
     found = {process.pid: process for process in psutil.Process().children(recursive=True)}
@@ -313,7 +259,7 @@ def _session_of(pid: int) -> int | None:
 def run_variant(name: str, seed: int, model: Path, scored: Path, eval_file: Path, out: Path, cfg: LabConfig,
                 machine: str, progress: RunProgress) -> None:
     """Train (or resume), merge, evaluate; `done.json` last. Raises on failure."""
-    from recipe.sent.launch import train
+    from recipe.drivers.launch import train
 
     checkpoints = out / "checkpoints"
     resumed = last_checkpoint(checkpoints)
@@ -330,7 +276,7 @@ def run_variant(name: str, seed: int, model: Path, scored: Path, eval_file: Path
     if step != cfg.steps:
         raise RuntimeError(f"training ended without the checkpoint of step {cfg.steps} (latest: {step})")
     hf = merge(checkpoints, step, out / "hf")
-    results = evaluate(hf, model, eval_file, out / "eval", f"{name}-seed{seed}", cfg, seed)
+    results = lab_evaluate(hf, model, eval_file, out / "eval", f"{name}-seed{seed}", cfg, seed)
     (out / "failed.json").unlink(missing_ok=True)
     metrics = results["benchmarks"][BENCHMARK]["metrics"]
     wall_s = time.time() - progress.started  # this invocation's share: a resumed variant's earlier part is not counted
@@ -342,7 +288,7 @@ def run_variant(name: str, seed: int, model: Path, scored: Path, eval_file: Path
 
 # ------------------------------------------------------------------------------------------------ the lab
 def run_lab(cfg: LabConfig, command: str = "") -> Path:
-    from recipe.sent.runs import gpu_training_available
+    from recipe.drivers.runs import gpu_training_available
 
     out = Path(cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -366,7 +312,7 @@ def run_lab(cfg: LabConfig, command: str = "") -> Path:
     print("\n== baseline: the initial model on the held-out set ==", flush=True)
     try:
         if not (out / "baseline" / "eval" / "results.json").exists():
-            evaluate(model, model, eval_file, out / "baseline" / "eval", "initial", cfg, cfg.seeds[0])
+            lab_evaluate(model, model, eval_file, out / "baseline" / "eval", "initial", cfg, cfg.seeds[0])
     except Exception as failure:  # noqa: BLE001 - the report says "not evaluated"; the variants still run
         print(f"  baseline evaluation FAILED: {str(failure).splitlines()[0]}", flush=True)
 
@@ -444,7 +390,7 @@ def main() -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     signal.signal(signal.SIGTERM, raise_interrupt)
-    command = " ".join(["python -m recipe.sent.lab", *sys.argv[1:]])
+    command = " ".join(["python -m recipe.drivers.lab", *sys.argv[1:]])
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name="lab", version_base="1.3")
     def _run(cfg) -> None:

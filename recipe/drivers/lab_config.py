@@ -1,4 +1,4 @@
-"""``LabConfig``: every knob of the SENT lab (``python -m recipe.sent.lab``), its default, its check, and the variants.
+"""``LabConfig``: every knob of the SENT lab (``python -m recipe.drivers.lab``), its default, its check, and the variants.
 
 The defaults below are the only ones (``configs/lab.yaml`` takes its schema from this class). Each variant is a
 preset plus a documented override set (``VARIANTS``), so any one of them is reproduced by hand with
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from recipe.drivers.runs import REGIMES, Regime
 from verl_ext.config import ConfigError, TypedConfig, one_of
 
 NO_CURRICULUM = ("data.curriculum.enable=false", "data.shuffle=true")
@@ -36,30 +37,6 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
-@dataclass(frozen=True)
-class Regime:
-    """The training settings every variant shares on one model, after `runs.training_overrides` (4 prompts x 4
-    answers, lr 1e-5) and before `train_overrides` and the variant's own."""
-
-    steps: int
-    overrides: tuple[str, ...]
-    cpu_parallel: int = 1
-    """runs trained at once on machine=cpu when `parallel` is null"""
-
-
-# model -> its regime; any other model: DEFAULT_REGIME. The toy's was chosen by running grpo alone, before any variant
-# was compared (docs/lab/toy/regime.md): 32 prompts x 8 answers in two mini-batches; lr 5e-4 takes grpo's token
-# entropy to about a third of step 1's in 24 steps on every seed while its reward rises (3e-4 halved it only just:
-# 0.41-0.51 across machines; 1e-3 stalled); 8-prompt steps were too noisy (lr 1e-3 diverged, 3e-4 drifted).
-# 24 steps x 32 prompts pass 4 times over the 192 train prompts: the curriculum passes 4 times over each stage.
-# Two toy runs at once on the 2-core CPU: a step's fixed waits (verl's 2 s replay-buffer polls, process start-ups)
-# overlap, about 1.3x the runs per hour (docs/lab/toy/rebuild/README.md: the default toy lab in 97.8 min).
-REGIMES: dict[str, Regime] = {
-    "toy": Regime(steps=24, overrides=(
-        "data.train_batch_size=32", "actor_rollout_ref.rollout.n=8", "actor_rollout_ref.actor.ppo_mini_batch_size=16",
-        "actor_rollout_ref.rollout.temperature=1.0", "actor_rollout_ref.actor.optim.lr=5e-4",
-        "data.curriculum.epochs_per_stage=4"), cpu_parallel=2),
-}
 DEFAULT_REGIME = Regime(steps=12, overrides=())
 # quick=true: the tiny toy's few prompts fill small steps (its steps come from QUICK)
 QUICK_REGIME = Regime(steps=2, overrides=("data.train_batch_size=8", "actor_rollout_ref.rollout.n=4"))
@@ -75,15 +52,15 @@ class LabConfig(TypedConfig):
     out: str = "runs/lab"
     """output folder: data/, scored/, baseline/, <variant>/, report.md, curves.png; re-running resumes in it"""
     model: str = "smollm2"
-    """smollm2 (SmolLM2-135M-Instruct, bundled) | tiny (the tiny random Qwen2, path checks only) | toy (the toy reasoner, verl_ext/toy_model.py: built and measured once) | an HF folder"""
+    """smollm2 (SmolLM2-135M-Instruct, bundled) | tiny (the tiny random Qwen2, path checks only) | toy (the toy reasoner, verl_ext/toy_model.py: its shipped reference weights) | an HF folder"""
     cache: str = ".cache/models"
-    """where smollm2 / tiny / toy are converted or built once"""
+    """where smollm2 / tiny / toy are converted, built or (toy: the shipped weights) installed once"""
     machine: str = "auto"
     """auto (gpu when torch sees CUDA and vLLM is installed, else cpu) | cpu | gpu"""
     variants: list[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS))
     """variants to run, in order; known: grpo, kl_cov, clip_cov, sent, sent_tokens_only, curriculum_only, sent_low_only, sent_released"""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    """every variant trains on each seed (data order, vLLM sampling, curriculum shuffles: `lab.seed_overrides`) into <variant>/seed<k>/; the report's intervals are across them"""
+    """every variant trains on each seed (data order, vLLM sampling, curriculum shuffles: `runs.seed_overrides`) into <variant>/seed<k>/; the report's intervals are across them"""
     steps: int | None = None
     """training steps of every variant; null: the model's regime's (REGIMES: toy 24, others 12)"""
     save_freq: int = 4

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from recipe.sent.lab_config import VARIANTS
+from recipe.drivers.heldout import BENCHMARK, heldout_scores
+from recipe.drivers.lab_config import VARIANTS
 from verl_ext.stats import Interval, bootstrap_over_problems_and_seeds, first_reaching, in_words, seed_interval
 
-BENCHMARK = "heldout"  # the held-out split's name in the eval harness's results
 COLLAPSED = 0.5  # a run's token entropy collapsed: its last steps' mean is at most this share of step 1's
 
 # curves.png: (panel title, metric); lab/* are derived per step by `derived_metrics`
@@ -65,7 +65,7 @@ def run_dir(out: Path, name: str, seed: int) -> Path:
 def run_summary(entries: list[dict], last_steps: int, reward_target: float) -> dict:
     """One run's numbers: step 1 and the mean of the last `last_steps` steps of each curve, the train reward's
     last steps, the steps and seconds until the train reward first reaches `reward_target`, seconds per step."""
-    from recipe.sent.curves import step_series
+    from recipe.drivers.curves import step_series
 
     def first_and_last(metric: str) -> tuple[float | None, float | None]:
         values = step_series(entries, metric)[1]
@@ -87,22 +87,6 @@ def run_summary(entries: list[dict], last_steps: int, reward_target: float) -> d
     first, last = summary["entropy_first"], summary["entropy_last"]
     summary["entropy_ratio"] = last / first if first and last is not None else None  # <= COLLAPSED: collapsed
     return summary
-
-
-def heldout_scores(eval_dir: Path, ks: list[int]) -> dict[str, list[float]] | None:
-    """Per held-out problem (in the eval file's order), avg@k and pass@k as fractions, from the harness's
-    `<eval>/heldout.json`; None when the run was not evaluated."""
-    from verl_ext.eval.metrics import avg_at_k, pass_at_k
-
-    path = eval_dir / f"{BENCHMARK}.json"
-    if not path.exists():
-        return None
-    problems = sorted(json.loads(path.read_text())["problems"], key=lambda p: p["index"])
-    scores: dict[str, list[float]] = {}
-    for k in ks:
-        scores[f"avg@{k}"] = [avg_at_k(p["correct"], k) for p in problems]
-        scores[f"pass@{k}"] = [pass_at_k(len(p["correct"]), sum(p["correct"]), k) for p in problems]
-    return scores
 
 
 def heldout_intervals(per_seed: list[dict[str, list[float]]], columns: list[str], problems: list[int] | None = None
@@ -170,8 +154,8 @@ def build_report(out: Path, names: list[str], seeds: list[int], ks: list[int], l
                  reward_target: float, command: str = "", run_info: tuple[str, ...] = ()) -> Path:
     """report.md (training table, held-out table, one sentence per variant against grpo) and curves.png from what
     the runs left in `out`; `run_info`: lines on the machine and the wall time, written under the command."""
-    from recipe.sent.curves import plot_variant_curves
-    from recipe.sent.launch import read_metrics
+    from recipe.drivers.curves import plot_variant_curves
+    from recipe.drivers.launch import read_metrics
 
     runs = {name: {seed: derived_metrics(read_metrics(run_dir(out, name, seed) / "metrics.jsonl")) for seed in seeds}
             for name in names}

@@ -49,14 +49,16 @@ def read_metrics(path: Path) -> list[dict]:
 
 def train(overrides: list[str], out_dir: str | Path, *, timeout_s: float, total_steps: int | None = None,
           echo=print, env: dict[str, str] | None = None, keep_metrics: bool = False,
-          on_step: Callable[[int, float], None] | None = None, stall_s: float | None = None) -> TrainingRun:
+          on_step: Callable[[int, float], None] | None = None, stall_s: float | None = None,
+          loggers: tuple[str, ...] = ("console",)) -> TrainingRun:
     """Train with `overrides`; `metrics.jsonl`, `train.log` land in `out_dir`. Raises TrainingFailed on a non-zero exit
     or when `timeout_s` passes (every process of the training's session is killed, Ray's workers and vLLM included;
     also when this process is interrupted). `keep_metrics`: a resumed run keeps the steps an earlier run logged in
     `metrics.jsonl` (verl's file logger truncates the file); a step logged but killed before its checkpoint (the
     trainer saves right after the log) is redone, and the later run's line is kept. `on_step(step, seconds)` is called
     as each step finishes. `stall_s`: also fail when no step is logged for that long (from the start, then from each
-    step), as when Ray's memory monitor kills one of the run's actors and verl's loop waits for it forever."""
+    step), as when Ray's memory monitor kills one of the run's actors and verl's loop waits for it forever.
+    `loggers`: verl's `trainer.logger` backends (e.g. ("console", "wandb")); verl's `file` logger is always added."""
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     log, metrics_file = out_dir / "train.log", out_dir / "metrics.jsonl"
@@ -67,7 +69,8 @@ def train(overrides: list[str], out_dir: str | Path, *, timeout_s: float, total_
         earlier.unlink(missing_ok=True)
     child_env = {**os.environ, "VERL_FILE_LOGGER_PATH": str(metrics_file), "PYTHONUNBUFFERED": "1", **(env or {})}
     child_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), child_env.get("PYTHONPATH", "")) if p)
-    overrides = [*overrides, "trainer.logger=[console,file]"]  # file: verl's own per-step JSON lines
+    # file: verl's own per-step JSON lines, which this module reads back
+    overrides = [*overrides, f"trainer.logger=[{','.join(dict.fromkeys([*loggers, 'file']))}]"]
     command = [sys.executable, "-m", "recipe.sent.main_sent", *overrides]
     started = time.time()
     last_step = [started]  # when the last step was logged (the watcher reads it)

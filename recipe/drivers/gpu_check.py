@@ -1,6 +1,6 @@
 """`make gpu-check`: a few minutes that tell a cluster user the install is right, before hundreds of GPU-hours.
 
-    python -m recipe.sent.gpu_check [--machine auto|gpu|cpu] [--out DIR] [--skip-training]
+    python -m recipe.drivers.gpu_check [--machine auto|gpu|cpu] [--out DIR] [--skip-training]
 
 1. versions: torch, CUDA, vLLM, flash-attn, verl, ray, transformers against our pins (pyproject.toml; on the CPU
    also requirements/cpu.txt) and verl 0.9.1's own (its installed metadata, for the extras our pins name).
@@ -13,7 +13,7 @@
    own (its ppo_loss reads the response length back) and the nested-tensor `layout` read (a jagged tensor's longest
    length, once per padded field, as verl's ppo_loss pays it too) are listed, not errors.
 3. training: 2 steps of preset=sent with the tiny random Qwen2 through verl's real loop (`machine=gpu`, bf16 as verl
-   runs it), checked by the CPU end-to-end test's own checks (recipe/sent/tiny_run.py).
+   runs it), checked by the CPU end-to-end test's own checks (recipe/drivers/tiny_run.py).
 
 Without a GPU the same command runs the CPU form: the loss and the selection on the CPU (bf16 against fp32, and the
 accelerator's selection algorithm against the CPU's), and the training on `machine=cpu`. Exit status 1 names what is
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata as metadata
+import os
 import sys
 import tempfile
 import time
@@ -136,14 +137,14 @@ def check_versions(machine: str, pyproject: Path = ROOT / "pyproject.toml") -> t
 # --- 2. loss and selection ----------------------------------------------------------------------------------------
 
 def bf16_inputs(rows: int = 16, cols: int = 512, seed: int = 0):
-    """A GRPO-like step batch in the engine's layout, bf16-quantised (recipe/sent/rollout_shaped.py)."""
-    from recipe.sent.rollout_shaped import as_bf16, engine_inputs
+    """A GRPO-like step batch in the engine's layout, bf16-quantised (recipe/drivers/rollout_shaped.py)."""
+    from recipe.drivers.rollout_shaped import as_bf16, engine_inputs
 
     td, values, offsets = engine_inputs(rows, cols, seed)
     return (*as_bf16(td, values), offsets)
 
 
-LOSS_VARIANTS = {  # name -> policy-loss fields of recipe.sent.rollout_shaped.actor_config
+LOSS_VARIANTS = {  # name -> policy-loss fields of recipe.drivers.rollout_shaped.actor_config
     "verl vanilla": {"loss_mode": "vanilla"},
     "SENT global scope": {"loss_mode": "sent"},
     "SENT micro-batch scope": {"loss_mode": "sent", "selection_scope": "micro_batch"},
@@ -157,7 +158,7 @@ def loss_call(name: str, td, values, offsets, device: str, dtype):
     from verl.workers.utils.losses import ppo_loss
 
     from recipe.sent.losses import sent_actor_loss
-    from recipe.sent.rollout_shaped import actor_config
+    from recipe.drivers.rollout_shaped import actor_config
 
     config = actor_config(**LOSS_VARIANTS[name])
     loss_fn = sent_actor_loss if config.policy_loss.loss_mode == "sent" else ppo_loss
@@ -184,7 +185,7 @@ def run_loss(name: str, td, values, offsets, device: str, dtype):
 def with_step_beta(td):
     """The batch with `sent_beta` from the step selection, as the TaskRunner computes it (on the CPU)."""
     from recipe.sent.losses import BETA_FIELD
-    from recipe.sent.rollout_shaped import actor_config
+    from recipe.drivers.rollout_shaped import actor_config
     from recipe.sent.selection import step_sent_beta
 
     policy = actor_config(loss_mode="sent").policy_loss
@@ -207,7 +208,7 @@ def check_loss_and_selection(machine: str) -> tuple[list[str], list[str]]:
     accelerator's selection algorithm against the CPU's (CPU form)."""
     import torch
 
-    from recipe.sent.rollout_shaped import rollout_like
+    from recipe.drivers.rollout_shaped import rollout_like
     from verl_ext import token_entropy
     from verl_ext.token_entropy import select_sent_tokens
 
@@ -273,12 +274,14 @@ def check_loss_and_selection(machine: str) -> tuple[list[str], list[str]]:
 
 # --- 3. training --------------------------------------------------------------------------------------------------
 
-def check_training(machine: str, out: Path, timeout_s: float) -> tuple[list[str], list[str]]:
+def check_training(machine: str, out: Path, timeout_s: float, wandb: bool = False) -> tuple[list[str], list[str]]:
     """(report lines, problems): 2 steps of preset=sent, tiny model, verl's real loop on `machine`, validating before
     step 1 and saving a checkpoint after each step (the paths a long run depends on, checked in two steps). Writes
-    `out/tiny-qwen2`, `out/data/` and `out/train/` (log, metrics, checkpoints, rollouts)."""
-    from recipe.sent.launch import TrainingFailed, train
-    from recipe.sent.tiny_run import check_sent_steps, tiny_overrides, train_steps, write_tiny_data
+    `out/tiny-qwen2`, `out/data/` and `out/train/` (log, metrics, checkpoints, rollouts). `wandb`: verl's wandb
+    logger too (`trainer.logger=[console,wandb,file]`), its run under $WANDB_DIR (default `out`), online or offline
+    as $WANDB_MODE says."""
+    from recipe.drivers.launch import TrainingFailed, train
+    from recipe.drivers.tiny_run import check_sent_steps, tiny_overrides, train_steps, write_tiny_data
     from verl_ext.tiny_model import build_tiny_model
 
     model = out / "tiny-qwen2"
@@ -288,7 +291,9 @@ def check_training(machine: str, out: Path, timeout_s: float) -> tuple[list[str]
     overrides = tiny_overrides(model, train_file, val_file, out / "train", "preset=sent",
                                "trainer.val_before_train=true", "trainer.save_freq=1", machine=machine)
     try:
-        run = train(overrides, out / "train", timeout_s=timeout_s, total_steps=2, echo=print)
+        run = train(overrides, out / "train", timeout_s=timeout_s, total_steps=2, echo=print,
+                    loggers=("console", "wandb") if wandb else ("console",),
+                    env={"WANDB_DIR": os.environ.get("WANDB_DIR", str(out))} if wandb else None)
     except TrainingFailed as error:
         return [], [f"training (machine={machine}) failed: {error}"]
     log = run.log.read_text(errors="replace")
@@ -317,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
     parser.add_argument("--skip-training", action="store_true", help="versions and loss/selection only")
     parser.add_argument("--timeout-s", type=float, default=900.0, help="deadline of the 2-step training")
+    parser.add_argument("--wandb", action="store_true",
+                        help="the training logs to wandb too (under $WANDB_DIR, default --out; WANDB_MODE=offline "
+                             "writes the run's files only)")
     args = parser.parse_args(argv)
     import torch
 
@@ -329,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("loss and selection, bf16", lambda: check_loss_and_selection(machine))]
     if not args.skip_training:
         sections.append((f"training: 2 steps of preset=sent, tiny model, machine={machine}",
-                         lambda: check_training(machine, out, args.timeout_s)))
+                         lambda: check_training(machine, out, args.timeout_s, args.wandb)))
     for title, run in sections:
         started = time.time()
         print(f"\n[{title}]", flush=True)

@@ -1,4 +1,4 @@
-"""Per-step training curves from the metrics verl logs (`metrics.jsonl` of `recipe.sent.launch.train`)."""
+"""Per-step training curves from the metrics verl logs (`metrics.jsonl` of `recipe.drivers.launch.train`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 # (panel title, [(metric as verl logs it, line label)])
 PANELS = [
     ("mean reward", [("critic/score/mean", "reward")]),
-    ("token entropy (old policy)", [("sent/entropy_p10", "p10"), ("sent/entropy_p50", "p50"),
+    ("token entropy (old policy)", [("actor/entropy", "mean"), ("sent/entropy_p10", "p10"), ("sent/entropy_p50", "p50"),
                                     ("sent/entropy_p90", "p90")]),
     ("semantic entropy of the rollout groups", [("semantic_entropy/mean", "mean"), ("semantic_entropy/p50", "p50")]),
     ("penalised fraction of tokens", [("sent/penalised_frac", "penalised")]),
@@ -109,3 +109,80 @@ def plot_training_curves(entries: list[dict], path: str | Path, title: str = "")
             ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     return _save(fig, axes, path, title)
+
+
+def plot_demo(facts: dict, entries: list[dict], path: str | Path, title: str = "") -> Path:
+    """The demo's figure: on the left SE and pass rate per difficulty level, the curriculum's stages and held-out
+    accuracy before and after (95% intervals); on the right the training curves of PANELS."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(12, 2.0 * len(PANELS)))
+    grid = fig.add_gridspec(len(PANELS), 2)
+    left = [fig.add_subplot(grid[2 * i : 2 * i + 2, 0]) for i in range(len(PANELS) // 2)]
+
+    ax = left[0]
+    levels = facts["levels"]
+    ax.bar([row["level"] for row in levels], [row["se"] for row in levels], color="C0", label="mean SE")
+    ax.set_ylabel("mean SE (nats)")
+    twin = ax.twinx()
+    twin.plot([row["level"] for row in levels], [row["pass_rate"] for row in levels], "o-", color="C3",
+              label="pass rate")
+    twin.set_ylim(0, 1)
+    twin.set_ylabel("pass rate", color="C3")
+    corr = facts["corr"]
+    ax.set_title(f"semantic entropy by difficulty level (Spearman corr(SE, pass) "
+                 f"{'n/a' if corr is None else f'{corr:.2f}'})", fontsize=9)
+    ax.set_xlabel("level")
+
+    ax = left[1]
+    stages = facts["stages"]
+    for stage in stages:
+        ax.barh(stage["stage"], stage["se_max"] - stage["se_min"], left=stage["se_min"], height=0.6, color="C2")
+        ax.text(stage["se_max"], stage["stage"], f"  {stage['rows']} prompts", va="center", fontsize=7)
+    ax.set_yticks([stage["stage"] for stage in stages])
+    ax.invert_yaxis()
+    ax.set_xlabel("semantic entropy of the stage's prompts (nats)")
+    ax.set_ylabel("stage (trained in this order)")
+    ax.set_title("curriculum: stages from low to high SE", fontsize=9)
+
+    ax = left[2]
+    held = facts.get("heldout")
+    if held:
+        bars = [("initial", held["before"]), (f"after {len(facts['training'])} steps", held["after"])]
+        for i, (label, interval) in enumerate(bars):
+            ax.bar(i, 100 * interval.mean, color=f"C{i}", label=label)
+            ax.errorbar(i, 100 * interval.mean, yerr=[[100 * (interval.mean - interval.low)],
+                                                      [100 * (interval.high - interval.mean)]], color="k", capsize=6)
+        ax.set_xticks(range(len(bars)), [label for label, _ in bars])
+        ax.set_ylabel("held-out accuracy (%)")
+        ax.set_title(f"held-out accuracy, {held['problems']} problems, 95% intervals (change "
+                     f"{held['change'].format('+.1f', 100)} points)", fontsize=9)
+    else:
+        ax.text(0.5, 0.5, "held-out accuracy: measured on the toy reasoner", ha="center", va="center",
+                transform=ax.transAxes)
+    for ax in left:
+        ax.grid(alpha=0.3)
+
+    right = [fig.add_subplot(grid[i, 1]) for i in range(len(PANELS))]
+    for ax, (panel, lines) in zip(right, PANELS):
+        drawn = False
+        for metric, label in lines:
+            steps, values = step_series(entries, metric)
+            if steps:
+                ax.plot(steps, values, marker="o", markersize=3, label=label)
+                drawn = True
+        for step in stage_starts(entries):
+            ax.axvline(step - 0.5, color="grey", linestyle=":", alpha=0.6)
+        ax.ticklabel_format(axis="y", useOffset=False)  # a share pinned at 0.8 reads as 0.8, not as 1e-4 + 8e-1
+        if "fraction" in panel:
+            ax.set_ylim(0, 1.05)
+        if not drawn:
+            ax.text(0.5, 0.5, "not logged in this run", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(panel, fontsize=9)
+        if len(lines) > 1 and drawn:
+            ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    return _save(fig, right, path, title)

@@ -1,6 +1,6 @@
 """A two-step SENT training of the tiny random Qwen2 through verl's real loop, and the checks its metrics must pass.
 
-Shared by the CPU end-to-end tests (`tests/test_train_cpu_e2e.py`) and `make gpu-check` (`recipe/sent/gpu_check.py`):
+Shared by the CPU end-to-end tests (`tests/test_train_cpu_e2e.py`) and `make gpu-check` (`recipe/drivers/gpu_check.py`):
 the same data, sizes, reward and checks on `machine=cpu` and `machine=gpu`.
 
 The tiny model never solves a math problem, so the math reward would be -1 everywhere, every advantage 0 and every
@@ -40,7 +40,7 @@ def write_tiny_data(root: str | Path) -> tuple[Path, Path]:
     """Scored train data (synthetic SE, so the curriculum has two stages) and a 4-row validation set."""
     import pandas as pd
 
-    from recipe.sent.demo_data import demo_rows
+    from recipe.drivers.demo_data import demo_rows
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -68,7 +68,7 @@ def tiny_overrides(model: Path, train: Path, val: Path, out: Path, *extra: str, 
         "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=2",
         "actor_rollout_ref.actor.optim.lr=1e-3",
         f"actor_rollout_ref.actor.policy_loss.high_cov_fraction={HIGH_COV_FRACTION}",
-        "reward.custom_reward_function.path=pkg://recipe.sent.tiny_run",
+        "reward.custom_reward_function.path=pkg://recipe.drivers.tiny_run",
         "reward.custom_reward_function.name=digit_share_reward",
         "trainer.n_gpus_per_node=1", f"trainer.total_training_steps={steps}", "trainer.val_before_train=false",
         "trainer.test_freq=-1", "trainer.save_freq=-1", f"trainer.default_local_dir={Path(out) / 'checkpoints'}",

@@ -1,11 +1,12 @@
-"""What the demo (`recipe.sent.demo`) and the lab (`recipe.sent.lab`) both run: the small models' folders, the scoring
-job's settings for the bundled set, and the training sizes of a short CPU run. Neither entry point imports the
-other; both (and `bench/`) import this.
+"""What the demo (`recipe.drivers.demo`) and the lab (`recipe.drivers.lab`) both run: the small models' folders, the
+scoring job's settings, the training sizes of a short CPU run, a seed's keys and the toy reasoner's regime. Neither
+entry point imports the other; both (and `bench/`) import this (and `heldout`).
 """
 
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -53,7 +54,7 @@ def tiny_model_dir(cache_dir: Path) -> Path:
 
 def score(train: Path, model: Path, out: Path, samples: int, max_tokens: int) -> dict:
     """The scoring job on `train` with `samples` answers per prompt; returns its summary."""
-    from verl_ext.semantic_entropy.job import run_job
+    from verl_ext.semantic_entropy.run import run_job
 
     cfg = {
         "input_files": [str(train)], "output_dir": str(out), "model": {"path": str(model)}, "backend": "vllm",
@@ -102,3 +103,36 @@ def training_overrides(model: Path, scored: Path, out: Path, steps: int, machine
                    "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
                    "+actor_rollout_ref.model.override_config.attn_implementation=sdpa"]
     return common
+
+
+def seed_overrides(seed: int) -> list[str]:
+    """Everything a run's seed sets: the dataloader's shuffle (verl's `data.seed`), vLLM's sampling
+    (`actor_rollout_ref.rollout.seed`), the actor's mini-batch shuffle and the curriculum's within-stage shuffles."""
+    return [f"data.seed={seed}", f"actor_rollout_ref.rollout.seed={seed}",
+            f"actor_rollout_ref.actor.data_loader_seed={seed}", f"data.curriculum.seed={seed}"]
+
+
+@dataclass(frozen=True)
+class Regime:
+    """The training settings every variant shares on one model, after `runs.training_overrides` (4 prompts x 4
+    answers, lr 1e-5) and before `train_overrides` and the variant's own."""
+
+    steps: int
+    overrides: tuple[str, ...]
+    cpu_parallel: int = 1
+    """runs trained at once on machine=cpu when `parallel` is null"""
+
+
+# model -> its regime (any other model: the lab's DEFAULT_REGIME); the demo trains the toy's. The toy's was chosen by
+# running grpo alone, before any variant was compared (docs/lab/toy/regime.md): 32 prompts x 8 answers in two mini-batches; lr 5e-4 takes grpo's token
+# entropy to about a third of step 1's in 24 steps on every seed while its reward rises (3e-4 halved it only just:
+# 0.41-0.51 across machines; 1e-3 stalled); 8-prompt steps were too noisy (lr 1e-3 diverged, 3e-4 drifted).
+# 24 steps x 32 prompts pass 4 times over the 192 train prompts: the curriculum passes 4 times over each stage.
+# Two toy runs at once on the 2-core CPU: a step's fixed waits (verl's 2 s replay-buffer polls, process start-ups)
+# overlap, about 1.3x the runs per hour (docs/lab/toy/rebuild/README.md: the default toy lab in 97.8 min).
+REGIMES: dict[str, Regime] = {
+    "toy": Regime(steps=24, overrides=(
+        "data.train_batch_size=32", "actor_rollout_ref.rollout.n=8", "actor_rollout_ref.actor.ppo_mini_batch_size=16",
+        "actor_rollout_ref.rollout.temperature=1.0", "actor_rollout_ref.actor.optim.lr=5e-4",
+        "data.curriculum.epochs_per_stage=4"), cpu_parallel=2),
+}
