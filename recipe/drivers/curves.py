@@ -92,23 +92,25 @@ def plot_variant_curves(runs: dict[str, dict[int, list[dict]]], panels: list[tup
     return _save(fig, axes, path, title)
 
 
-def plot_training_curves(entries: list[dict], path: str | Path, title: str = "") -> Path:
-    """One panel per entry of PANELS (a panel whose metrics were never logged says so) -> PNG at `path`."""
-    fig, axes = _panels(len(PANELS))
-    for ax, (panel, lines) in zip(axes, PANELS):
-        drawn = False
-        for metric, label in lines:
-            steps, values = step_series(entries, metric)
-            if steps:
-                ax.plot(steps, values, marker="o", markersize=3, label=label)
-                drawn = True
-        if not drawn:
-            ax.text(0.5, 0.5, "not logged in this run", ha="center", va="center", transform=ax.transAxes)
-        ax.set_title(panel, fontsize=9)
-        if len(lines) > 1 and drawn:
-            ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-    return _save(fig, axes, path, title)
+def _draw_panel(ax, panel: str, lines: list[tuple[str, str]], entries: list[dict]) -> None:
+    """One PANELS entry of one run: its metrics against the step, dotted lines where the curriculum's stage moved."""
+    drawn = False
+    for metric, label in lines:
+        steps, values = step_series(entries, metric)
+        if steps:
+            ax.plot(steps, values, marker="o", markersize=3, label=label)
+            drawn = True
+    for step in stage_starts(entries):
+        ax.axvline(step - 0.5, color="grey", linestyle=":", alpha=0.6)
+    ax.ticklabel_format(axis="y", useOffset=False)  # a share pinned at 0.8 reads as 0.8, not as 1e-4 + 8e-1
+    if "fraction" in panel:
+        ax.set_ylim(0, 1.05)
+    if not drawn:
+        ax.text(0.5, 0.5, "not logged in this run", ha="center", va="center", transform=ax.transAxes)
+    ax.set_title(panel, fontsize=9)
+    if len(lines) > 1 and drawn:
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
 
 
 def plot_demo(facts: dict, entries: list[dict], path: str | Path, title: str = "") -> Path:
@@ -168,21 +170,5 @@ def plot_demo(facts: dict, entries: list[dict], path: str | Path, title: str = "
 
     right = [fig.add_subplot(grid[i, 1]) for i in range(len(PANELS))]
     for ax, (panel, lines) in zip(right, PANELS):
-        drawn = False
-        for metric, label in lines:
-            steps, values = step_series(entries, metric)
-            if steps:
-                ax.plot(steps, values, marker="o", markersize=3, label=label)
-                drawn = True
-        for step in stage_starts(entries):
-            ax.axvline(step - 0.5, color="grey", linestyle=":", alpha=0.6)
-        ax.ticklabel_format(axis="y", useOffset=False)  # a share pinned at 0.8 reads as 0.8, not as 1e-4 + 8e-1
-        if "fraction" in panel:
-            ax.set_ylim(0, 1.05)
-        if not drawn:
-            ax.text(0.5, 0.5, "not logged in this run", ha="center", va="center", transform=ax.transAxes)
-        ax.set_title(panel, fontsize=9)
-        if len(lines) > 1 and drawn:
-            ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
+        _draw_panel(ax, panel, lines, entries)
     return _save(fig, right, path, title)
