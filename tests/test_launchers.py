@@ -162,3 +162,19 @@ def test_printed_model_merger_command_parses_with_verl_cli(qwen7b_dry_run):
     done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[:2] == ["merge", "fsdp"] and done.stdout.split()[3].endswith("global_step_20")
+
+
+def test_a_trainer_attaching_to_a_cluster_gets_the_wandb_settings_but_never_the_api_key():
+    """On a cluster started before the launcher (RAY_ADDRESS), the workers have `ray start`'s environment: the
+    launcher forwards SENT_WORKER_ENV in the job's runtime env (docs/wandb.md), the API key not (it would be logged)."""
+    env = clean_env(RAY_ADDRESS="auto", WANDB_MODE="offline", WANDB_DIR="/shared/wandb", WANDB_ENTITY="team",
+                    WANDB_API_KEY="secret")
+    done = subprocess.run(["bash", "-c", "source scripts/lib/launch_common.sh >/dev/null && sent_attach_overrides"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    forwarded = dict(line.split("=", 1) for line in done.stdout.splitlines())
+    prefix = "++ray_kwargs.ray_init.runtime_env.env_vars."
+    assert forwarded[prefix + "WANDB_MODE"] == "'offline'" and forwarded[prefix + "WANDB_DIR"] == "'/shared/wandb'"
+    assert forwarded[prefix + "WANDB_ENTITY"] == "'team'"
+    assert "secret" not in done.stdout and prefix + "WANDB_API_KEY" not in forwarded
+

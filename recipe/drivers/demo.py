@@ -163,6 +163,10 @@ def _fmt(value, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def _se(value: float) -> str:
+    return f"{max(value, 0.0) + 0.0:.3f}"  # a float sum's -1e-17 (or -0.0) is SE 0
+
+
 def summary_markdown(facts: dict) -> str:
     lines = [f"# SENT demo: {facts['model']}", "", f"Command: `{facts['command']}`", "",
              f"Machine: {facts['machine']}. Wall time: {facts['wall_s'] / 60:.1f} min "
@@ -177,7 +181,7 @@ def summary_markdown(facts: dict) -> str:
               for row in facts["levels"]]
     lines += ["", "## 2. The curriculum: stages from low to high SE", "",
               "| stage | prompts | SE range |", "|---|---|---|"]
-    lines += [f"| {stage['stage']} | {stage['rows']} | {max(stage['se_min'], 0.0):.3f} .. {stage['se_max']:.3f} |"
+    lines += [f"| {stage['stage']} | {stage['rows']} | {_se(stage['se_min'])} .. {_se(stage['se_max'])} |"
               for stage in facts["stages"]]
     lines += ["", f"## 3. SENT training: {len(facts['training'])} steps", "",
               "Reward: mean score of the step's rollouts (+1 right, -1 wrong). Token entropy: verl's `actor/entropy` "
@@ -284,8 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     parts.start("curriculum", "Curriculum: stages from low to high semantic entropy")
     stages = curriculum(train, out / "stages")
     for stage in stages:
-        print(f"  stage {stage['stage']}: {stage['rows']} prompts, SE {max(stage['se_min'], 0.0):.3f} .. "
-              f"{stage['se_max']:.3f}")
+        print(f"  stage {stage['stage']}: {stage['rows']} prompts, SE {_se(stage['se_min'])} .. {_se(stage['se_max'])}")
 
     machine = "gpu" if gpu_training_available() else "cpu"
     parts.start("training", f"SENT training: {steps} steps through verl (machine={machine}; console log in "

@@ -38,7 +38,8 @@ sent_default_gpus() {
 # Variables the trainer's Ray workers need from the launcher's shell; a launcher adds its own (SENT_WORKER_ENV+=(X)).
 # On a cluster started before the launcher (RAY_ADDRESS set: scripts/slurm/train.sbatch) the workers run with the
 # environment of `ray start`, not this one, so these travel in the job's runtime env (sent_attach_overrides).
-SENT_WORKER_ENV=(PYTHONPATH WANDB_MODE)
+# WANDB_*: docs/wandb.md; never WANDB_API_KEY (the overrides are printed and logged).
+SENT_WORKER_ENV=(PYTHONPATH WANDB_MODE WANDB_DIR WANDB_ENTITY)
 
 # Hydra overrides, one per line, for a trainer attaching to a running cluster ($RAY_ADDRESS): no resource arguments
 # (Ray refuses num_cpus/num_gpus when connecting to an existing cluster; machine=cpu sets both) and SENT_WORKER_ENV in
