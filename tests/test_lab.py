@@ -551,6 +551,11 @@ def test_quick_lab_trains_merges_evaluates_and_reports(quick_lab):
     text = (out / "report.md").read_text()
     assert "- **sent vs grpo**: token entropy (last 1 steps): " in text and "one seed: no interval, cannot tell" in text
     assert f"Machine: machine=cpu, {len(os.sched_getaffinity(0))} cores of " in text
+    # format failures per run: the share of held-out answers its grader could not read, from its own eval file
+    for name, label in (("baseline", "initial model"), ("grpo/seed0", "grpo seed 0"), ("sent/seed0", "sent seed 0")):
+        answers = [a for p in json.loads((out / name / "eval" / "heldout.json").read_text())["problems"]
+                   for a in p["answers"]]
+        assert f"{label} {100 * sum(a is None for a in answers) / len(answers):.1f}%" in text
     # the resumed invocation wrote it
     assert "min for this invocation (finished earlier, not counted: grpo seed 0)." in text
     assert rows["grpo"]["wall min"] != "–" and rows["sent"]["wall min"].endswith("(resumed)")

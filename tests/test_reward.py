@@ -1,4 +1,5 @@
-"""The math reward (recipe/sent/reward.py): right / wrong / pathological answers per data source, and verl's own
+"""The math reward (recipe/sent/reward.py): right / wrong / pathological answers per data source (each source's
+grader, verl_ext.grading; tests/test_grading.py checks that the reward and the evaluation agree), and verl's own
 loading path (reward.custom_reward_function.* of the composed recipe config)."""
 
 from __future__ import annotations
@@ -71,8 +72,11 @@ def test_reward_pathological_answers_score_wrong_fast_and_never_run(case, data_s
 def test_inputs_are_bounded(monkeypatch):
     seen = []
     monkeypatch.setattr(reward, "math_verify_equal", lambda solution, truth, timeout: seen.append(solution) or True)
-    assert compute_score("math500", "y" * 100_000 + "\\boxed{1}", "1")["acc"] == 1.0
+    assert compute_score("math500", "y" * 100_000 + "\\boxed{1}", "1", grader="math_verify")["acc"] == 1.0
     assert len(seen[0]) == reward.MAX_SOLUTION_CHARS and seen[0].endswith("\\boxed{1}")
+    # the strict grader extracts its answer from the same bounded tail: a box further back is not seen
+    assert compute_score("math500", "\\boxed{1}" + "y" * reward.MAX_SOLUTION_CHARS, "1")["acc"] == 0.0
+    assert compute_score("math500", "y" * 100_000 + "\\boxed{1}", "1")["acc"] == 1.0
 
 
 def test_timeout_returns_the_default_kills_the_stuck_worker_and_the_pool_recovers():

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from recipe.drivers.runs import (
+    BUNDLED_SOURCE,
     REGIMES,
     STAGES,
     gpu_training_available,
@@ -37,6 +38,7 @@ from recipe.drivers.runs import (
     tiny_model_dir,
     training_overrides,
 )
+from verl_ext import toy_task
 
 MODELS = ("toy", "smollm2", "tiny")
 OTHER_STEPS = 8  # smollm2 / tiny: 4 prompts x 4 answers a step (runs.training_overrides)
@@ -64,8 +66,6 @@ class Steps:
 def write_toy_data(out: Path, train_per_level: int, heldout_per_level: int) -> Path:
     """The toy task's two splits in one file (extra_info.split: train | test) for one scoring pass."""
     import pandas as pd
-
-    from verl_ext import toy_task
 
     out.mkdir(parents=True, exist_ok=True)
     train, held_out = toy_task.split_rows({level: train_per_level for level in toy_task.TRAIN_LEVELS},
@@ -272,7 +272,8 @@ def main(argv: list[str] | None = None) -> None:
 
     parts.start("scoring", f"Semantic entropy: {args.samples} answers per prompt with vLLM, clustered by final "
                 "answer")
-    summary = score(data, model, out / "scored", args.samples, args.max_tokens)
+    source = toy_task.DATA_SOURCE if toy else BUNDLED_SOURCE  # picks the grader (verl_ext.grading)
+    summary = score(data, model, out / "scored", args.samples, args.max_tokens, source)
     train, heldout = split_scored(out / "scored" / "scored.parquet", out / "data")
     corr, levels = spearman(train), se_by_level(train)
     print(f"scored {summary.get('rows_scored')} prompts; train prompts, by difficulty level:")
@@ -296,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     from recipe.drivers.launch import TrainingFailed
     from recipe.drivers.launch import train as run_training
 
-    overrides = training_overrides(model, train, out / "train", steps, machine)
+    overrides = training_overrides(model, train, out / "train", steps, machine, data_source=source)
     if toy:
         prompts = args.prompts_per_step or 32
         overrides += [*seed_overrides(0), *REGIMES["toy"].overrides, "data.curriculum.enable=true",
@@ -327,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
         from recipe.drivers.heldout import merge
 
         hf = merge(out / "train" / "checkpoints", steps, out / "train" / "hf")
-        score(heldout, hf, out / "heldout_after", args.samples, args.max_tokens)
+        score(heldout, hf, out / "heldout_after", args.samples, args.max_tokens, source)
         held = heldout_change(before, pass_rates(out / "heldout_after" / "scored.parquet"))
         held["verdict"] = verdict(held)
         print(f"  held-out accuracy {held['before'].format('.1f', 100)}% -> {held['after'].format('.1f', 100)}% "

@@ -36,9 +36,12 @@ def merge(checkpoints: Path, step: int, target: Path) -> Path:
 
 
 def evaluate(model: Path, tokenizer: Path, eval_file: Path, out: Path, name: str, *, samples: int, ks: list[int],
-             max_tokens: int, seed: int) -> dict:
+             max_tokens: int, seed: int, data_source: str) -> dict:
     """The eval harness on the held-out set: `samples` answers a problem (temperature 1, sampling with `seed`), pass@k
-    and avg@k for `ks`; returns its results.json (it skips what it already evaluated)."""
+    and avg@k for `ks`, graded as `data_source`'s grader grades (`verl_ext.grading`); returns its results.json (it
+    skips what it already evaluated)."""
+    from verl_ext.grading import grader_for
+
     command = [
         sys.executable, "-m", "verl_ext.eval", f"model.path={model}", f"model.tokenizer_path={tokenizer}",
         f"run_name={name}", f"output_dir={out}", f"+files.{BENCHMARK}={eval_file}", f"benchmarks=[{BENCHMARK}]",
@@ -46,9 +49,8 @@ def evaluate(model: Path, tokenizer: Path, eval_file: Path, out: Path, name: str
         f"sampling.seed={seed}", "sampling.top_p=1.0", "sampling.top_k=-1", "vllm.dtype=float32",
         "vllm.enforce_eager=true",
         f"vllm.max_model_len={MAX_MODEL_LEN}", "verify.num_workers=1", "paper_columns=", "progress=false",
-        # the bundled prompts ask for no answer format and SmolLM2 writes none: the last number is its answer, as in
-        # the scoring job (runs.score) and close to the training reward (math-verify on the whole response)
-        "verify.answer_fallback=last_number",
+        # the final answer as the training reward, the scoring job and the per-step semantic entropy read it
+        f"verify.answer_fallback={grader_for(data_source).answer_fallback}",
     ]
     run_logged(command, out.parent / "eval.log", EVAL_TIMEOUT_S)
     return json.loads((out / "results.json").read_text())
@@ -81,3 +83,18 @@ def heldout_scores(eval_dir: Path, ks: list[int]) -> dict[str, list[float]] | No
         scores[f"avg@{k}"] = [avg_at_k(p["correct"], k) for p in problems]
         scores[f"pass@{k}"] = [pass_at_k(len(p["correct"]), sum(p["correct"]), k) for p in problems]
     return scores
+
+
+def format_failures(eval_dir: Path) -> float | None:
+    """The share of a run's held-out answers its grader could not read (no final answer it accepts: for the strict
+    toy grader, no well-formed ``\\boxed{}`` or ``Answer:`` line), from the harness's `<eval>/heldout.json`; None when
+    the run was not evaluated."""
+    path = eval_dir / f"{BENCHMARK}.json"
+    if not path.exists():
+        return None
+    problems = json.loads(path.read_text())["problems"]
+    if any("answers" not in problem for problem in problems):  # an eval file that did not record its answers
+        return None
+    answers = [answer for problem in problems for answer in problem["answers"]]
+    return sum(answer is None for answer in answers) / len(answers) if answers else None
+

@@ -110,7 +110,7 @@ def score_train(train_file: Path, model: Path, out: Path, cfg: LabConfig) -> Pat
 
     scored = out / "scored.parquet"
     if not scored.exists():  # the job resumes by itself; skipping it also skips loading vLLM
-        score(train_file, model, out, cfg.scoring_samples, cfg.max_tokens)
+        score(train_file, model, out, cfg.scoring_samples, cfg.max_tokens, cfg.data_source())
     return scored
 
 
@@ -123,7 +123,8 @@ def variant_overrides(name: str, seed: int, model: Path, scored: Path, eval_file
 
     variant = VARIANTS[name]
     return [
-        *training_overrides(model, scored, out, cfg.steps, machine, preset=variant.preset, val_files=eval_file),
+        *training_overrides(model, scored, out, cfg.steps, machine, preset=variant.preset, val_files=eval_file,
+                            data_source=cfg.data_source()),
         *seed_overrides(seed),
         *cfg.regime().overrides,
         f"trainer.save_freq={cfg.save_freq}", "trainer.resume_mode=auto", "trainer.max_actor_ckpt_to_keep=1",
@@ -165,7 +166,7 @@ def lab_evaluate(model: Path, tokenizer: Path, eval_file: Path, out: Path, name:
                  ) -> dict:
     """`heldout.evaluate` with the lab's sampling (eval_samples answers, ks, max_tokens), sampling with `seed`."""
     return evaluate(model, tokenizer, eval_file, out, name, samples=cfg.eval_samples, ks=cfg.ks,
-                    max_tokens=cfg.max_tokens, seed=seed)
+                    max_tokens=cfg.max_tokens, seed=seed, data_source=cfg.data_source())
 
 
 class Progress:

@@ -1,4 +1,5 @@
-"""``LabConfig``: every knob of the SENT lab (``python -m recipe.drivers.lab``), its default, its check, and the variants.
+"""``LabConfig``: every knob of the SENT lab (``python -m recipe.drivers.lab``), its default, its check, and the
+variants.
 
 The defaults below are the only ones (``configs/lab.yaml`` takes its schema from this class). Each variant is a
 preset plus a documented override set (``VARIANTS``), so any one of them is reproduced by hand with
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from recipe.drivers.runs import REGIMES, Regime
+from recipe.drivers.runs import BUNDLED_SOURCE, REGIMES, Regime
 from verl_ext.config import ConfigError, TypedConfig, one_of
 
 NO_CURRICULUM = ("data.curriculum.enable=false", "data.shuffle=true")
@@ -122,6 +123,13 @@ class LabConfig(TypedConfig):
             raise ConfigError(f"train_overrides: each item is key=value (a main_sent override); got {bad}")
         if not self.ks or any(k < 1 or k > self.eval_samples for k in self.ks):
             raise ConfigError(f"ks must be non-empty, each k in 1..eval_samples={self.eval_samples}; got {self.ks}")
+
+    def data_source(self) -> str:
+        """The data source of the lab's rows (the toy task's, else the bundled set's): it picks the grader
+        (`verl_ext.grading`) of the reward, the scoring, the per-step semantic entropy and the evaluation."""
+        from verl_ext import toy_task
+
+        return toy_task.DATA_SOURCE if self.model == "toy" else BUNDLED_SOURCE
 
     def regime(self) -> Regime:
         return QUICK_REGIME if self.quick else REGIMES.get(self.model, DEFAULT_REGIME)

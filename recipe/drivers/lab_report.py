@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from recipe.drivers.heldout import BENCHMARK, heldout_scores
+from recipe.drivers.heldout import format_failures, heldout_scores
 from recipe.drivers.lab_config import VARIANTS
 from verl_ext.stats import Interval, bootstrap_over_problems_and_seeds, first_reaching, in_words, seed_interval
 
@@ -55,6 +55,10 @@ def after_warm_up(values: list[float]) -> list[float]:
 
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
+
+
+def _share(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"  # not evaluated, or its answers not recorded
 
 
 def run_dir(out: Path, name: str, seed: int) -> Path:
@@ -225,6 +229,11 @@ def build_report(out: Path, names: list[str], seeds: list[int], ks: list[int], l
         held_rows.append([name, str(count), *[_cell(overall.get(c), ".1f", 100) for c in columns],
                           *[_cell(new.get(c), ".1f", 100) for c in new_columns]])
 
+    # format failures: per run, held-out answers the grader could not read (a format that drifted shows here)
+    failures = [f"initial model {_share(format_failures(out / 'baseline' / 'eval'))}"]
+    failures += [f"{name} seed {seed} {_share(format_failures(run_dir(out, name, seed) / 'eval'))}"
+                 for name in names for seed in seeds]
+
     # in words: each variant against grpo
     sentences = []
     for name in names:
@@ -256,6 +265,8 @@ def build_report(out: Path, names: list[str], seeds: list[int], ks: list[int], l
               "Student-t interval, for held-out accuracy a bootstrap over problems and seeds.", ""]
     lines += _table(header, rows)
     lines += ["", *_table(held_header, held_rows)]
+    lines += ["", "Format failures (held-out answers with no final answer the grader reads, per run): "
+              + "; ".join(failures) + "."]
     if sentences:
         lines += ["", "Against grpo (a difference counts when the two 95% intervals do not overlap):", "", *sentences]
     notes = ("Held-out: avg@k and pass@k in percent on problems that never trained (the initial model: one "

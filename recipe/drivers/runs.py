@@ -14,10 +14,19 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # so does the toy reasoner's position limit (256)
 MAX_MODEL_LEN = 256
 STAGES = 4  # short demo runs still cross a stage boundary (4 prompts a step, ~19 prompts a stage)
-# How the bundled set's answers are clustered, by the scoring job and by the trainer's per-step semantic entropy
-# (`semantic_entropy_metrics`): the bundled prompts ask for no answer format and SmolLM2 writes none, so the last
-# number is the answer.
-CLUSTERING = {"unparseable": "singleton", "answer_fallback": "last_number", "num_workers": 1, "timeout_s": 5}
+# How answers are clustered by the scoring job and by the trainer's per-step semantic entropy
+# (`semantic_entropy_metrics`); the answer fallback is the data source's grader's (`clustering`), so that the scoring
+# job, the per-step semantic entropy, the evaluation and the training reward read the same final answer.
+CLUSTERING = {"unparseable": "singleton", "num_workers": 1, "timeout_s": 5}
+BUNDLED_SOURCE = "sent_demo"  # the bundled math set's data_source (demo_data.py)
+
+
+def clustering(data_source: str) -> dict:
+    """CLUSTERING with the answer fallback of `data_source`'s grader (`verl_ext.grading`: the bundled set reads its
+    last number, the toy task only a well-formed final answer)."""
+    from verl_ext.grading import grader_for
+
+    return {**CLUSTERING, "answer_fallback": grader_for(data_source).answer_fallback}
 
 
 def smollm2_hf_dir(cache_dir: Path) -> Path:
@@ -52,8 +61,9 @@ def tiny_model_dir(cache_dir: Path) -> Path:
     return target
 
 
-def score(train: Path, model: Path, out: Path, samples: int, max_tokens: int) -> dict:
-    """The scoring job on `train` with `samples` answers per prompt; returns its summary."""
+def score(train: Path, model: Path, out: Path, samples: int, max_tokens: int,
+          data_source: str = BUNDLED_SOURCE) -> dict:
+    """The scoring job on `train` (rows of `data_source`) with `samples` answers per prompt; returns its summary."""
     from verl_ext.semantic_entropy.run import run_job
 
     cfg = {
@@ -61,7 +71,7 @@ def score(train: Path, model: Path, out: Path, samples: int, max_tokens: int) ->
         "sampling": {"n": samples, "temperature": 1.0, "top_p": 1.0, "top_k": -1, "max_tokens": max_tokens, "seed": 0},
         "vllm": {"dtype": "float32", "enforce_eager": True, "max_model_len": MAX_MODEL_LEN,
                  "tensor_parallel_size": 1},
-        "clustering": dict(CLUSTERING),
+        "clustering": clustering(data_source),
         "entropy": "discrete", "shard_size": 16, "write_audit": True, "progress": True,
         "summary": {"stages": {"num_stages": STAGES}},  # se_hist.png marks the stages the training run will use
     }
@@ -79,7 +89,7 @@ def gpu_training_available() -> bool:
 
 
 def training_overrides(model: Path, scored: Path, out: Path, steps: int, machine: str, *, preset: str = "sent",
-                       val_files: Path | None = None) -> list[str]:
+                       val_files: Path | None = None, data_source: str = BUNDLED_SOURCE) -> list[str]:
     """`preset` (SENT by default) on the scored demo data: 4 prompts x 4 answers a step (SmolLM2 on 2 CPU cores:
     about half a minute), one optimizer step each, curriculum in STAGES stages. Also the lab's shared sizes."""
     common = [
@@ -96,7 +106,7 @@ def training_overrides(model: Path, scored: Path, out: Path, steps: int, machine
         "trainer.test_freq=-1", "trainer.save_freq=-1", "trainer.val_before_train=false",
         f"trainer.default_local_dir={out / 'checkpoints'}",
         # the per-step semantic entropy clusters answers as the scoring job did
-        *[f"semantic_entropy_metrics.clustering.{key}={value}" for key, value in CLUSTERING.items()],
+        *[f"semantic_entropy_metrics.clustering.{key}={value}" for key, value in clustering(data_source).items()],
     ]
     if machine == "gpu":
         common += ["actor_rollout_ref.rollout.gpu_memory_utilization=0.4",

@@ -30,7 +30,7 @@ def _paper_sampling() -> SamplingConfig:
 @dataclass
 class EvalVerifyConfig(MathVerifyConfig):
     answer_fallback: str = "none"
-    """none: the final answer is the Answer: line or the last \\boxed{} (the paper's format) | last_number: else the last number (small models that ignore the format)"""
+    """none: the final answer is the Answer: line or the last \\boxed{} (the paper's format) | last_number: else the last number (small models that ignore the format); keep it the data source's grader's (verl_ext/grading.py), which the training reward uses"""
 
     def validate(self) -> None:
         super().validate()

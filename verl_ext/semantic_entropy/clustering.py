@@ -192,6 +192,13 @@ def merge_task(
     return roots, parsed, correct
 
 
+def answer_is_correct(answer: str, ground_truth: str, timeout_s: float = 5.0, cache: bool = True) -> bool:
+    """One extracted answer's verdict against the ground truth, exactly as ``merge_task`` grades it (the scoring job's
+    and the evaluation's ``correct``): ``verify(parse("\\boxed{truth}"), parse("\\boxed{answer}"))`` with the same
+    exact shortcuts; False when either does not parse. The strict training reward calls this (``verl_ext.grading``)."""
+    return merge_task([answer], ground_truth, timeout_s, cache)[2][0]
+
+
 def merge_many(tasks: Sequence[tuple[Sequence[str], str | None]], timeout_s: float, cache: bool = True) -> list:
     """``merge_task`` over a chunk of prompts (one round trip to the worker)."""
     return [merge_task(reps, gt, timeout_s, cache) for reps, gt in tasks]

@@ -143,7 +143,7 @@ class ClusteringConfig(MathVerifyConfig):
     unparseable: str = "singleton"
     """singleton: each response without a parseable answer is its own cluster; shared: one cluster for all of them"""
     answer_fallback: str = "none"
-    """none | last_number: with no Answer: line and no \\boxed{}, take the last number (small models)"""
+    """none | last_number: with no Answer: line and no \\boxed{}, take the last number (small models); keep it the data source's grader's (verl_ext/grading.py, docs/evaluation.md), which the training reward uses"""
 
     def validate(self) -> None:
         super().validate()
