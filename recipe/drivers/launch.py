@@ -50,7 +50,7 @@ def read_metrics(path: Path) -> list[dict]:
 def train(overrides: list[str], out_dir: str | Path, *, timeout_s: float, total_steps: int | None = None,
           echo=print, env: dict[str, str] | None = None, keep_metrics: bool = False,
           on_step: Callable[[int, float], None] | None = None, stall_s: float | None = None,
-          loggers: tuple[str, ...] = ("console",)) -> TrainingRun:
+          loggers: tuple[str, ...] = ("console",), root: Path = ROOT) -> TrainingRun:
     """Train with `overrides`; `metrics.jsonl`, `train.log` land in `out_dir`. Raises TrainingFailed on a non-zero exit
     or when `timeout_s` passes (every process of the training's session is killed, Ray's workers and vLLM included;
     also when this process is interrupted). `keep_metrics`: a resumed run keeps the steps an earlier run logged in
@@ -58,7 +58,8 @@ def train(overrides: list[str], out_dir: str | Path, *, timeout_s: float, total_
     trainer saves right after the log) is redone, and the later run's line is kept. `on_step(step, seconds)` is called
     as each step finishes. `stall_s`: also fail when no step is logged for that long (from the start, then from each
     step), as when Ray's memory monitor kills one of the run's actors and verl's loop waits for it forever.
-    `loggers`: verl's `trainer.logger` backends (e.g. ("console", "wandb")); verl's `file` logger is always added."""
+    `loggers`: verl's `trainer.logger` backends (e.g. ("console", "wandb")); verl's `file` logger is always added.
+    `root`: the checkout whose `recipe.sent.main_sent` runs (another commit's copy, for a before/after benchmark)."""
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     log, metrics_file = out_dir / "train.log", out_dir / "metrics.jsonl"
@@ -68,7 +69,7 @@ def train(overrides: list[str], out_dir: str | Path, *, timeout_s: float, total_
     else:
         earlier.unlink(missing_ok=True)
     child_env = {**os.environ, "VERL_FILE_LOGGER_PATH": str(metrics_file), "PYTHONUNBUFFERED": "1", **(env or {})}
-    child_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), child_env.get("PYTHONPATH", "")) if p)
+    child_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), child_env.get("PYTHONPATH", "")) if p)
     # file: verl's own per-step JSON lines, which this module reads back
     overrides = [*overrides, f"trainer.logger=[{','.join(dict.fromkeys([*loggers, 'file']))}]"]
     command = [sys.executable, "-m", "recipe.sent.main_sent", *overrides]
@@ -76,7 +77,7 @@ def train(overrides: list[str], out_dir: str | Path, *, timeout_s: float, total_
     last_step = [started]  # when the last step was logged (the watcher reads it)
     with open(log, "a" if keep_metrics else "w") as log_fh:
         log_fh.write(" ".join(command) + "\n\n")
-        proc = subprocess.Popen(command, cwd=ROOT, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(command, cwd=root, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace", start_new_session=True)
         stopped = _watch_deadline(proc, timeout_s, stall_s, last_step)
         try:
