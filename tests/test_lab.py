@@ -75,6 +75,13 @@ def test_the_models_regime_reaches_every_variant_and_train_overrides_come_after_
     assert composed["sent"].data.curriculum.epochs_per_stage * prompts == toy.steps * 32
     quick = LabConfig.from_config({"quick": True})  # its 24 prompts (4 a level) fill a step of its own regime
     assert quick.regime() is QUICK_REGIME and "data.train_batch_size=8" in quick.regime().overrides
+    eight = LabConfig.from_config({"model": "toy", "regime_name": "toy_8updates"})
+    cfg8 = recipe_config(variant_overrides("grpo", 0, tmp_path / "m", tmp_path / "s.parquet", tmp_path / "e.parquet",
+                                           tmp_path / "g", eight, "cpu"))
+    assert cfg8.data.train_batch_size // cfg8.actor_rollout_ref.actor.ppo_mini_batch_size == 8  # updates a step
+    assert cfg8.actor_rollout_ref.actor.ppo_epochs == 1 and eight.steps == 24
+    with pytest.raises(ConfigError, match="regime_name"):
+        LabConfig.from_config({"model": "toy", "regime_name": "toy8"})
     mine = LabConfig.from_config({"model": "toy", "train_overrides": ["actor_rollout_ref.rollout.n=2"]})
     assert recipe_config(variant_overrides("grpo", 0, tmp_path / "m", tmp_path / "s.parquet", tmp_path / "e.parquet",
                                            tmp_path / "g", mine, "cpu")).actor_rollout_ref.rollout.n == 2

@@ -298,3 +298,37 @@ def test_sent_term_math_never_reads_values_back():
                             global_batch_size=8)
             assert term.device == meta
         assert all(v.device == meta for v in _loss_metrics(beta, kl, log_prob, old, mask).values())
+
+
+def test_token_set_metrics_split_the_step_into_penalised_and_free_tokens(actor_config, engine_batch):
+    """`token_sets/*` (logged for every preset): the same selection as `step_sent_beta`; means and shares recomputed
+    by hand from the padded step; the KL keys need the reference's log-probs; `applied` says whether the loss uses it."""
+    from verl.trainer.ppo.core_algos import kl_penalty
+
+    from recipe.sent.selection import STEP_FIELDS, token_set_metrics
+
+    cfg = actor_config(**{"policy_loss.high_cov_fraction": 0.1})
+    batch = engine_batch(PROMPTS, RESPONSES, hole_every=7)
+    got = token_set_metrics(batch.td.select(*STEP_FIELDS, "ref_log_prob"), cfg.policy_loss, applied=False)
+    beta, _ = step_sent_beta(batch.td.select(*STEP_FIELDS), cfg.policy_loss)
+    padded = batch.td.select(*STEP_FIELDS, "ref_log_prob").to_padded_tensor()
+    mask = padded["response_mask"] != 0
+    penalised = (padded_beta(beta[BETA_FIELD]) > 0) & mask
+    free = mask & ~penalised
+    kl = kl_penalty(logprob=padded["old_log_probs"], ref_logprob=padded["ref_log_prob"], kl_penalty="low_var_kl")
+    for name, value in (("entropy", padded["entropy"]), ("kl_ref", kl)):
+        total = float((value * mask).sum())
+        for set_name, members in (("penalised", penalised), ("free", free)):
+            inside = float((value * members).sum())
+            assert got[f"token_sets/{set_name}_{name}_mean"] == pytest.approx(inside / int(members.sum()), rel=1e-6)
+            assert got[f"token_sets/{set_name}_{name}_share"] == pytest.approx(inside / total, rel=1e-6)
+        assert got[f"token_sets/penalised_{name}_share"] + got[f"token_sets/free_{name}_share"] == pytest.approx(1.0)
+    assert got["token_sets/free_frac"] == pytest.approx(int(free.sum()) / int(mask.sum()))
+    assert 0 < got["token_sets/free_frac"] < 1 and got["token_sets/applied"] == 0.0
+    # SENT leaves the high-entropy tokens free: they hold more than their share of the entropy
+    assert got["token_sets/free_entropy_mean"] > got["token_sets/penalised_entropy_mean"]
+
+    no_ref = token_set_metrics(batch.td.select(*STEP_FIELDS), cfg.policy_loss, applied=True)
+    assert no_ref["token_sets/applied"] == 1.0 and not any("kl_ref" in key for key in no_ref)
+    assert no_ref["token_sets/free_entropy_mean"] == got["token_sets/free_entropy_mean"]
+

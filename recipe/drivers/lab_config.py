@@ -62,8 +62,10 @@ class LabConfig(TypedConfig):
     """variants to run, in order; known: grpo, kl_cov, clip_cov, sent, sent_tokens_only, curriculum_only, sent_low_only, sent_released"""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """every variant trains on each seed (data order, vLLM sampling, curriculum shuffles: `runs.seed_overrides`) into <variant>/seed<k>/; the report's intervals are across them"""
+    regime_name: str | None = None
+    """the settings every variant shares (runs.REGIMES): null = the model's (toy: toy, 2 optimizer updates a step; others: lr 1e-5, 4 x 4); toy_8updates: the toy's at the anchors' 8 updates a step"""
     steps: int | None = None
-    """training steps of every variant; null: the model's regime's (REGIMES: toy 24, others 12)"""
+    """training steps of every variant; null: the regime's (REGIMES: toy 24, others 12)"""
     save_freq: int = 4
     """checkpoint every N steps (and at the last step): how much a killed variant redoes"""
     scoring_samples: int = 8
@@ -104,6 +106,8 @@ class LabConfig(TypedConfig):
         if unknown or not self.variants:
             raise ConfigError(f"variants: unknown {unknown or 'none given'}; known: {', '.join(VARIANTS)}")
         one_of("machine", self.machine, MACHINES)
+        if self.regime_name is not None:
+            one_of("regime_name", self.regime_name, tuple(REGIMES))
         if self.steps is None:
             self._normalise("steps", self.regime().steps)
         for key in ("steps", "save_freq", "scoring_samples", "eval_samples", "eval_every", "last_steps"):
@@ -132,7 +136,9 @@ class LabConfig(TypedConfig):
         return toy_task.DATA_SOURCE if self.model == "toy" else BUNDLED_SOURCE
 
     def regime(self) -> Regime:
-        return QUICK_REGIME if self.quick else REGIMES.get(self.model, DEFAULT_REGIME)
+        if self.quick:
+            return QUICK_REGIME
+        return REGIMES[self.regime_name] if self.regime_name else REGIMES.get(self.model, DEFAULT_REGIME)
 
     def workers(self, machine: str) -> int:
         """Runs at once: `parallel`, else the regime's on the CPU and 1 on a GPU machine (`machine`: cpu | gpu)."""

@@ -25,6 +25,11 @@ CURVE_PANELS = [
     ("train reward (mean)", "critic/score/mean"),
     ("penalised fraction of tokens", "lab/penalised_frac"),
     ("KL term added to the loss", "lab/kl_term"),
+    # token_sets/*: SENT's selection measured in every run (applied only under the SENT loss)
+    ("mean token entropy, tokens SENT leaves free", "token_sets/free_entropy_mean"),
+    ("mean token entropy, tokens SENT penalises", "token_sets/penalised_entropy_mean"),
+    ("mean KL to the reference, tokens SENT leaves free", "token_sets/free_kl_ref_mean"),
+    ("mean KL to the reference, tokens SENT penalises", "token_sets/penalised_kl_ref_mean"),
 ]
 
 

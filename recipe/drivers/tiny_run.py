@@ -119,6 +119,11 @@ def check_sent_steps(steps: dict[int, dict], *, precision: str = "fp32", expect_
             bad(f"curriculum/stage={m['curriculum/stage']}")
         if not m["critic/score/max"] > m["critic/score/min"]:
             bad("all rewards equal: no policy gradient")
+        # the measured token sets (token_sets/*) are the applied selection under the step-level SENT loss
+        if m.get("token_sets/applied") != 1.0 or abs(1.0 - m.get("token_sets/free_frac", -1.0)
+                                                     - m.get("sent/penalised_frac", 0.0)) > 1e-6:
+            bad(f"token_sets/applied={m.get('token_sets/applied')}, token_sets/free_frac="
+                f"{m.get('token_sets/free_frac')} against sent/penalised_frac={m.get('sent/penalised_frac')}")
         if not m["training/rollout_probs_diff_mean"] < bound:
             bad(f"training/rollout_probs_diff_mean={m['training/rollout_probs_diff_mean']:.3g} >= {bound} "
                 f"({precision}): rollout and trainer disagree (did the weights reach vLLM?)")

@@ -22,7 +22,8 @@ from verl.utils.config import omega_conf_to_dataclass
 
 from recipe.sent.curriculum_dataset import STAGE_FIELD, curriculum_step_metrics
 from recipe.sent.losses import sent_actor_loss
-from recipe.sent.selection import STEP_FIELDS, step_sent_beta
+from recipe.sent.config import SentPolicyLossConfig
+from recipe.sent.selection import REF_FIELD, STEP_FIELDS, step_sent_beta, token_set_metrics
 from recipe.sent.weight_sync_lock import weight_sync_lock
 from verl_ext.semantic_entropy.clustering import MathVerifyPool
 from verl_ext.semantic_entropy.config import ClusteringConfig
@@ -179,9 +180,21 @@ class SentSyncTrainer(PPOTrainerSync):
 
     def _compute_advantage(self, batch, metrics: dict):
         batch = super()._compute_advantage(batch, metrics)
+        if batch.partition_id == "train":
+            metrics.update(self._token_set_metrics(batch))
         if sent_loss_enabled(self.config) and self.actor_config.policy_loss.selection_scope == "global":
             batch = self._write_step_beta(batch, metrics)
         return batch
+
+    def _token_set_metrics(self, batch) -> dict[str, float]:
+        """`token_sets/*` for every preset: SENT's selection of this step (the run's own settings under the SENT loss,
+        SENT's published defaults otherwise) measured, whether or not the loss applies it."""
+        sent = sent_loss_enabled(self.config)
+        policy_loss = self.actor_config.policy_loss if sent else SentPolicyLossConfig()
+        fields = [*STEP_FIELDS, *([REF_FIELD] if self.use_reference_policy else [])]
+        step_batch = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
+        kl_type = policy_loss.kl_type if sent else self.config.actor_rollout_ref.actor.kl_loss_type
+        return token_set_metrics(step_batch, policy_loss, applied=sent, kl_type=kl_type)
 
     def _write_step_beta(self, batch, metrics: dict):
         """One selection over the whole step batch (all DP ranks, all mini/micro-batches), written back to
