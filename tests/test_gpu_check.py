@@ -27,6 +27,11 @@ def test_make_gpu_check_runs_its_cpu_form_and_passes(gpu_check_cpu_form):
     assert text.count("-> ok") == 3
     assert "accelerator algorithm on the CPU vs CPU: identical sets and beta" in text
     assert "machine=cpu, fp32, attention: sdpa (configured)" in text
+    for step in (1, 2):  # each checkpoint merged and compared with the resumed actor (recipe/drivers/merge_check.py)
+        for dtype in ("fp32", "bf16"):
+            assert f"step {step}, merged = trained: {dtype}: max |delta log-prob| " in text
+        assert any(line.startswith(f"  step {step}, merged = trained: resume round trip: ")
+                   and line.endswith("tensors bitwise equal") for line in text.splitlines())
     assert "gpu-check passed (cpu form)" in text.splitlines()[-1]
     assert (gpu_check_cpu_form["out"] / "train" / "metrics.jsonl").exists()
 
@@ -61,10 +66,12 @@ def test_cli_exits_non_zero_naming_the_problem(tmp_path):
 GOOD = {
     1: {"sent/low_entropy_frac": 200 / 251, "sent/high_cov_frac": 0.1, "response_length/mean": 31.375,
         "actor/sent/kl_term": 0.0, "actor/sent/penalised_kl_mean": 0.0, "training/rollout_probs_diff_mean": 3.3e-5,
-        "curriculum/stage": 1.0, "curriculum/mean_se": 0.2, "critic/score/max": 0.3, "critic/score/min": 0.0},
+        "curriculum/stage": 1.0, "curriculum/mean_se": 0.2, "critic/score/max": 0.3, "critic/score/min": 0.0,
+        "sent/penalised_frac": 200 / 251, "token_sets/free_frac": 51 / 251, "token_sets/applied": 1.0},
     2: {"sent/low_entropy_frac": 204 / 256, "sent/high_cov_frac": 20 / 204, "response_length/mean": 32.0,
         "actor/sent/kl_term": 1.3e-3, "actor/sent/penalised_kl_mean": 0.021, "training/rollout_probs_diff_mean": 3e-5,
-        "curriculum/stage": 1.0, "curriculum/mean_se": 0.2, "critic/score/max": 0.3, "critic/score/min": 0.0},
+        "curriculum/stage": 1.0, "curriculum/mean_se": 0.2, "critic/score/max": 0.3, "critic/score/min": 0.0,
+        "sent/penalised_frac": 204 / 256, "token_sets/free_frac": 52 / 256, "token_sets/applied": 1.0},
 }
 
 
@@ -75,6 +82,8 @@ GOOD = {
     (1, "actor/sent/kl_term", 0.01, "expected 0 (actor == reference) up to 1e-06"),
     (2, "actor/sent/kl_term", 0.0, "not > 0 after an update"),
     (2, "critic/score/max", 0.0, "all rewards equal"),
+    (2, "token_sets/free_frac", 0.5, "against sent/penalised_frac=0.796875"),
+    (1, "token_sets/applied", 0.0, "token_sets/applied=0.0"),
 ])
 def test_metric_checks_name_what_is_wrong(step, key, value, named):
     assert check_sent_steps(GOOD, precision="bf16") == []

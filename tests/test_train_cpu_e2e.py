@@ -198,14 +198,32 @@ def test_sent_trains_in_bf16_on_two_data_parallel_ranks_with_exact_global_select
     and each rank holds half the step's tokens, so exact counts are the point: sent/low_entropy_frac is exactly
     floor(0.8 N)/N and sent/high_cov_frac floor(0.1 k)/k of the whole step (the selection is global, not per rank),
     and every other check of the fp32 run holds, with rollout/trainer probabilities within bf16's bound instead of
-    fp32's. One run for both (bf16 and two ranks each cost a training start: ~2 min on the 2-core CI machine)."""
+    fp32's. One run for both (bf16 and two ranks each cost a training start: ~2 min on the 2-core CI machine). It
+    saves step 2, whose merged model must be the actor resumed on two ranks
+    (`assert_merged_model_is_the_trained_model`)."""
     out = workdir / "bf16_dp2"
-    run = train(overrides(workdir, tiny_model, out, "preset=sent", "trainer.n_gpus_per_node=2", *BF16_OVERRIDES),
-                out, timeout_s=900, echo=lambda _: None)
+    run = train(overrides(workdir, tiny_model, out, "preset=sent", "trainer.n_gpus_per_node=2", *BF16_OVERRIDES,
+                          "trainer.save_freq=2"), out, timeout_s=900, echo=lambda _: None)
     steps = train_steps(run)
     assert check_sent_steps(steps, precision="bf16") == []
     assert steps[1]["sent/entropy_p90"] - steps[1]["sent/entropy_p10"] < 0.1  # bf16-quantised, heavily tied
     assert "actor/sent/penalised_kl_mean" in steps[1]  # the loss ran on both ranks
+    assert_merged_model_is_the_trained_model(out, 2, world_size=2)
+
+
+def assert_merged_model_is_the_trained_model(out: Path, step: int, world_size: int) -> None:
+    """The checkpoint of `step` merged as the demo and the lab merge it gives, on that step's rollouts, the log-probs
+    of the actor resumed from its FSDP2 shards on `world_size` gloo ranks, in fp32 and in bf16, and that actor saves
+    again bitwise (recipe/drivers/merge_check.py). Its fp32 master shards make fp32 meaningful after bf16 training."""
+    from recipe.drivers.merge_check import BOUNDS, check
+
+    result = check(out / "checkpoints" / f"global_step_{step}" / "actor", out / "rollouts" / f"{step}.jsonl",
+                   workdir=out / "merge_check")
+    print("\n".join(result.lines()))
+    assert result.problems() == [], result.lines()
+    assert result.world_size == world_size and result.tokens > 0
+    assert result.max_diff["fp32"] <= BOUNDS["fp32"] and result.max_diff["bf16"] <= BOUNDS["bf16"]
+    assert result.roundtrip_tensors > 0 and result.roundtrip_differences == []
 
 
 def test_each_checkpoint_is_saved_after_its_step_is_logged(sent_run):
@@ -245,6 +263,20 @@ def test_checkpoint_merges_into_a_hugging_face_folder_that_loads(sent_run, tmp_p
     assert changed, "two lr-1e-3 updates left every merged weight equal to the initial model"
 
 
+def test_the_merged_model_is_the_trained_model_at_each_step(sent_run):
+    """`make gpu-check` (the run behind `sent_run`) checked each step's checkpoint (recipe/drivers/merge_check.py):
+    merged as the demo and the lab merge it, it gives on that step's rollouts the log-probs of the actor resumed from
+    its FSDP2 shard (one gloo rank), fp32 and bf16 within their bounds, and the resumed actor saves again bitwise:
+    model shards, optimizer state, lr scheduler and RNG state."""
+    from recipe.drivers.merge_check import BOUNDS
+
+    for step in (1, 2):
+        measured = json.loads((sent_run.out_dir / "merge_check" / f"step_{step}.json").read_text())
+        assert measured["world_size"] == 1 and measured["tokens"] > 0
+        assert measured["max_diff"]["fp32"] <= BOUNDS["fp32"] and measured["max_diff"]["bf16"] <= BOUNDS["bf16"]
+        assert measured["roundtrip_tensors"] > 0 and measured["roundtrip_differences"] == []
+
+
 def test_resume_continues_at_step_2_and_serves_the_same_prompts(sent_run, tmp_path):
     """A run killed right after saving step 1 (its step-2 checkpoint removed, as if it never got there) resumes
     with trainer.resume_mode=auto at step 2 and serves the prompts the uninterrupted run served at step 2."""
@@ -266,7 +298,9 @@ def test_resume_continues_at_step_2_and_serves_the_same_prompts(sent_run, tmp_pa
     ("sent_released", ["actor/sent/kl_term", "actor/sent/low_entropy_frac", "actor/sent/penalised_off_policy_frac"],
      ["sent/low_entropy_frac"]),
     # grpo: its own keys are checked on the quick lab's grpo run (tests/test_lab.py), a training CI pays for anyway
-    ("kl_cov", ["actor/kl_loss", "actor/pg_loss"], ["actor/sent/kl_term", "sent/low_entropy_frac"]),
+    # token_sets/*: SENT's selection measured in every preset, applied or not
+    ("kl_cov", ["actor/kl_loss", "actor/pg_loss", "token_sets/free_entropy_mean", "token_sets/free_kl_ref_mean"],
+     ["actor/sent/kl_term", "sent/low_entropy_frac"]),
 ])
 def test_other_presets_train_one_step(workdir, tiny_model, preset, own_metrics, absent):
     out = workdir / preset
@@ -275,6 +309,7 @@ def test_other_presets_train_one_step(workdir, tiny_model, preset, own_metrics, 
     step = train_steps(run)[1]
     assert [key for key in own_metrics if key not in step] == []
     assert [key for key in absent if key in step] == []
+    assert step["token_sets/applied"] == (1.0 if preset.startswith("sent") else 0.0)
     assert_semantic_entropy_metrics(out, 1, step)  # every preset, grpo included
 
 

@@ -13,7 +13,9 @@
    own (its ppo_loss reads the response length back) and the nested-tensor `layout` read (a jagged tensor's longest
    length, once per padded field, as verl's ppo_loss pays it too) are listed, not errors.
 3. training: 2 steps of preset=sent with the tiny random Qwen2 through verl's real loop (`machine=gpu`, bf16 as verl
-   runs it), checked by the CPU end-to-end test's own checks (recipe/drivers/tiny_run.py).
+   runs it), checked by the CPU end-to-end test's own checks (recipe/drivers/tiny_run.py); each step's checkpoint
+   merged into a Hugging Face folder gives the resumed actor's log-probs on that step's rollouts, in fp32 and bf16,
+   and the resumed actor saves again bitwise (recipe/drivers/merge_check.py).
 
 Without a GPU the same command runs the CPU form: the loss and the selection on the CPU (bf16 against fp32, and the
 accelerator's selection algorithm against the CPU's), and the training on `machine=cpu`. Exit status 1 names what is
@@ -305,14 +307,39 @@ def check_training(machine: str, out: Path, timeout_s: float, wandb: bool = Fals
         found.append("no validation metrics before step 1 (val_before_train=true)")
     found += [f"no checkpoint of step {step}" for step in (1, 2)
               if not (out / "train" / "checkpoints" / f"global_step_{step}" / "actor").is_dir()]
-    problems = [f"training (machine={machine}): {problem}" for problem in found]
     lines = [f"  machine={machine}, {precision}, {attention}", f"  2 steps in {run.seconds:.0f} s; log {run.log}"]
     for step, m in sorted(steps.items()):
         lines.append(f"  step {step}: sent/low_entropy_frac {m.get('sent/low_entropy_frac', float('nan')):.4f}, "
                      f"sent/high_cov_frac {m.get('sent/high_cov_frac', float('nan')):.4f}, actor/sent/kl_term "
                      f"{m.get('actor/sent/kl_term', float('nan')):.3g}, rollout_probs_diff_mean "
                      f"{m.get('training/rollout_probs_diff_mean', float('nan')):.2g}")
+    for step in (1, 2):
+        merge_lines, merge_found = check_merged_step(out / "train", step, "cuda" if machine == "gpu" else "cpu")
+        lines += merge_lines
+        found += merge_found
+    problems = [f"training (machine={machine}): {problem}" for problem in found]
     return lines, problems
+
+
+def check_merged_step(run_dir: Path, step: int, device: str) -> tuple[list[str], list[str]]:
+    """(report lines, problems): the checkpoint of `step` merged as the demo and the lab merge it
+    (`recipe.drivers.hf_merge`) gives the resumed actor's log-probs on that step's rollouts, fp32 and bf16, and the
+    resumed actor saves again bitwise (`recipe.drivers.merge_check`). The measurement goes to
+    `<run_dir>/merge_check/step_<step>.json`."""
+    import json
+    from dataclasses import asdict
+
+    from recipe.drivers.merge_check import check
+
+    workdir = run_dir / "merge_check" / f"step_{step}"
+    actor = run_dir / "checkpoints" / f"global_step_{step}" / "actor"
+    try:
+        result = check(actor, run_dir / "rollouts" / f"{step}.jsonl", device=device, workdir=workdir)
+    except Exception as error:  # noqa: BLE001 - named as a finding, the training's own lines kept
+        return [], [f"merge check of step {step}: {type(error).__name__}: {error}"]
+    (workdir.parent / f"step_{step}.json").write_text(json.dumps(asdict(result), indent=1))
+    return ([f"  step {step}, merged = trained: {line}" for line in result.lines()],
+            [f"merge check of step {step}: {problem}" for problem in result.problems()])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,6 @@
 """The held-out side of a run, shared by the demo and the lab: a checkpoint merged into a Hugging Face folder (verl's
-model merger), the eval harness (`verl_ext.eval`) on a held-out split, and its per-problem scores for intervals."""
+model merger at the trained dtype, `recipe.drivers.hf_merge`), the eval harness (`verl_ext.eval`) on a held-out split,
+and its per-problem scores for intervals."""
 
 from __future__ import annotations
 
@@ -23,12 +24,13 @@ def last_checkpoint(checkpoints: Path) -> int:
 
 
 def merge(checkpoints: Path, step: int, target: Path) -> Path:
-    """The actor checkpoint of `step` as a Hugging Face folder (verl's model merger); atomic by rename."""
+    """The actor checkpoint of `step` as a Hugging Face folder (verl's model merger without its bf16 cast, so the
+    folder holds the trained weights: `recipe.drivers.hf_merge`); atomic by rename."""
     if (target / "config.json").exists():
         return target
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    command = [sys.executable, "-m", "verl.model_merger", "merge", "--backend", "fsdp",
+    command = [sys.executable, "-m", "recipe.drivers.hf_merge",
                "--local_dir", str(checkpoints / f"global_step_{step}" / "actor"), "--target_dir", str(partial)]
     run_logged(command, target.parent / "merge.log", MERGE_TIMEOUT_S)
     partial.rename(target)

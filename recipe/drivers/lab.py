@@ -8,8 +8,8 @@
 3. per variant (`lab_config.VARIANTS`: a preset plus its overrides; all else shared) and seed (`seeds`, into
    `<variant>/seed<k>/`; `LabConfig.workers()` runs at once, each in a thread of its own): training through
    `recipe.drivers.launch.train` with checkpoints and `resume_mode=auto`, the last checkpoint merged to a Hugging Face
-   folder (`verl.model_merger`), evaluated on the held-out set (`verl_ext.eval`: avg@k, pass@k); the initial model
-   is evaluated once as the baseline;
+   folder (verl's merger at the trained dtype: `recipe.drivers.hf_merge`), evaluated on the held-out set
+   (`verl_ext.eval`: avg@k, pass@k); the initial model is evaluated once as the baseline;
 4. `report.md` (a row per variant: means over seeds with 95% intervals) and `curves.png` (per step and variant, a
    band across seeds) from `<variant>/seed<k>/metrics.jsonl` (`recipe.drivers.lab_report`).
 
