@@ -44,7 +44,7 @@ def _table_rows(text: str) -> list[str]:
 def test_the_committed_report_rebuilds_from_the_committed_runs_with_grpos_collapse(lab, variants, grpo_collapse,
                                                                                    tmp_path):
     cfg = LabConfig.from_config({"model": "toy", **({"variants": variants} if variants else {})})
-    report = build_report(_unpacked(lab, tmp_path), cfg.variants, cfg.seeds, cfg.ks, cfg.last_steps,
+    report = build_report(_unpacked(lab, tmp_path), cfg.run_variants(), cfg.seeds, cfg.ks, cfg.last_steps,
                           cfg.reward_target)
     rebuilt, committed = report.read_text(), (lab / "report.md").read_text()
     assert _table_rows(rebuilt) == _table_rows(committed)

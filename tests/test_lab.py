@@ -146,6 +146,36 @@ def test_documented_train_overrides_parse_through_hydras_cli_grammar(example):
             compose(config_name="lab", overrides=["train_overrides=[data.train_batch_size=64]"])
 
 
+def _documented_doses():
+    """Every `+doses.<variant>.<knob>=[...] ...` example in the help and the docs, as the shell splits it."""
+    import re
+    import shlex
+
+    from verl_ext.config import field_docs
+
+    texts = {"LabConfig help": field_docs(LabConfig)["doses"], "docs/lab.md": (REPO / "docs/lab.md").read_text()}
+    pattern = r"\+doses\.[a-z_]+\.[a-z_]+=\[[^\]]*\](?:\s+\\?\s*\+doses\.[a-z_]+\.[a-z_]+=\[[^\]]*\])*"
+    return [pytest.param(shlex.split(example.replace("\\\n", " ")), id=name)
+            for name, text in texts.items() for example in re.findall(pattern, text)]
+
+
+@pytest.mark.parametrize("example", _documented_doses())
+def test_documented_doses_compose_through_hydras_cli(example):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.config_store import ConfigStore
+
+    from recipe.drivers.lab import CONFIG_DIR, SCHEMA_NAME
+
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=LabConfig)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = LabConfig.from_config(compose(config_name="lab", overrides=example))
+    assert cfg.doses and len(cfg.run_names()) > len(cfg.variants) + 1
+
+
+def test_the_docs_give_dose_examples():
+    assert len(_documented_doses()) >= 2
+
+
 def test_the_docs_give_train_overrides_examples():
     assert len(_documented_train_overrides()) >= 3
 
@@ -193,6 +223,100 @@ def test_config_errors_name_the_key():
     assert {key: getattr(quick, key) for key in QUICK} == QUICK and quick.out == "x"
     with pytest.raises(ConfigError, match="parallel must be >= 1 or null; got 0"):
         LabConfig.from_config({"parallel": 0})
+
+
+# ------------------------------------------------------------------------------------------------ dose-response
+def test_dose_points_are_the_variant_at_each_knob_value_composed_through_hydra(recipe_config, tmp_path):
+    cfg = LabConfig.from_config({"variants": ["grpo"], "doses": {"sent_tokens_only": {
+        "kl_scale": [10, 100], "low_entropy_fraction": [0.8, 0.95], "kl_target": ["old"]}}})
+    # the base point of each knob is the variant itself (kl_scale 1, the preset's 0.8 and ref), run once
+    assert cfg.dose_points() == {
+        "kl_scale (sent_tokens_only)": [(1, "sent_tokens_only"), (10, "sent_tokens_only@kl_scale_10"),
+                                        (100, "sent_tokens_only@kl_scale_100")],
+        "low_entropy_fraction (sent_tokens_only)": [(0.8, "sent_tokens_only"),
+                                                    (0.95, "sent_tokens_only@low_entropy_fraction_0.95")],
+        "kl_target (sent_tokens_only)": [("ref", "sent_tokens_only"), ("old", "sent_tokens_only@kl_target_old")]}
+    assert cfg.run_names() == ["grpo", "sent_tokens_only", "sent_tokens_only@kl_scale_10",
+                               "sent_tokens_only@kl_scale_100", "sent_tokens_only@low_entropy_fraction_0.95",
+                               "sent_tokens_only@kl_target_old"]
+    base = recipe_config(["preset=sent", *VARIANTS["sent_tokens_only"].overrides]).actor_rollout_ref.actor
+    expected = {  # point -> (beta_high, beta_low, low_entropy_fraction, kl_target) after Hydra composed the run
+        "sent_tokens_only@kl_scale_10": (10 * base.policy_loss.beta_high, 10 * base.policy_loss.beta_low, 0.8, "ref"),
+        "sent_tokens_only@kl_scale_100": (100 * base.policy_loss.beta_high, 100 * base.policy_loss.beta_low, 0.8,
+                                          "ref"),
+        "sent_tokens_only@low_entropy_fraction_0.95": (base.policy_loss.beta_high, base.policy_loss.beta_low, 0.95,
+                                                       "ref"),
+        "sent_tokens_only@kl_target_old": (base.policy_loss.beta_high, base.policy_loss.beta_low, 0.8, "old")}
+    for name, (beta_high, beta_low, fraction, target) in expected.items():
+        overrides = variant_overrides(name, 0, tmp_path / "model", tmp_path / "scored.parquet",
+                                      tmp_path / "eval.parquet", tmp_path / name, cfg, "cpu")
+        composed = recipe_config(overrides)
+        loss = composed.actor_rollout_ref.actor.policy_loss
+        assert (loss.beta_high, loss.beta_low, loss.low_entropy_fraction) == pytest.approx((beta_high, beta_low,
+                                                                                            fraction)), name
+        assert loss.kl_target == target, name
+        assert str(composed.data.curriculum.enable).lower() == "false"  # the variant's own overrides stay
+
+
+def test_an_entropy_bonus_dose_starts_from_the_variants_own_coefficient(recipe_config, tmp_path):
+    cfg = LabConfig.from_config({"variants": ["grpo"], "doses": {"entropy_bonus": {"entropy_coeff": [0.01, 0.1]}}})
+    assert cfg.dose_points() == {"entropy_coeff (entropy_bonus)": [
+        (0.001, "entropy_bonus"), (0.01, "entropy_bonus@entropy_coeff_0.01"), (0.1, "entropy_bonus@entropy_coeff_0.1")]}
+    overrides = variant_overrides("entropy_bonus@entropy_coeff_0.1", 1, tmp_path / "model", tmp_path / "s.parquet",
+                                  tmp_path / "e.parquet", tmp_path / "point", cfg, "cpu")
+    actor = recipe_config(overrides).actor_rollout_ref.actor
+    assert actor.entropy_coeff == pytest.approx(0.1) and actor.policy_loss.loss_mode == "vanilla"
+    # grpo's own coefficient is the recipe's default (configs/sent_trainer.yaml), 0
+    both = LabConfig.from_config({"variants": ["kl_cov"], "doses": {"grpo": {"entropy_coeff": [0.01]},
+                                                                     "sent": {"kl_scale": [10]}}})
+    assert both.dose_points() == {"entropy_coeff (grpo)": [(0.0, "grpo"), (0.01, "grpo@entropy_coeff_0.01")],
+                                  "kl_scale (sent)": [(1, "sent"), (10, "sent@kl_scale_10")]}
+    assert both.run_names() == ["kl_cov", "grpo", "grpo@entropy_coeff_0.01", "sent", "sent@kl_scale_10"]
+
+
+@pytest.mark.parametrize("doses, match", [
+    ({"sent": {}}, "doses.sent must map knobs to values"),
+    ({"sent": [10]}, "doses.sent must map knobs to values"),
+    ({"grpo": {"kl_scale": [10]}}, "doses.grpo.kl_scale: kl_scale acts on SENT's loss, which grpo does not train with "
+                                   r"\(those that do: sent, sent_tokens_only, "),
+    ({"ppo": {"kl_scale": [10]}}, "doses: a variant must be one of grpo, "),
+    ({"grpo": {"entropy_coeff": [-0.1]}}, "a number >= 0"),
+    ({"sent": {"beta": [10]}}, "doses.sent.beta: unknown knob 'beta'; known: kl_scale"),
+    ({"sent": {"kl_scale": [0]}}, r"doses.sent.kl_scale: each value a number > 0"),
+    ({"sent": {"kl_scale": [10, 10]}}, r"each once"),
+    ({"sent": {"low_entropy_fraction": [1.5]}}, r"a number in \(0, 1\]"),
+    ({"sent": {"kl_target": ["policy"]}}, "ref or old"),
+    ({"sent": {"kl_target": []}}, "non-empty list"),
+])
+def test_a_bad_dose_names_its_key(doses, match):
+    with pytest.raises(ConfigError, match=match):
+        LabConfig.from_config({"doses": doses})
+
+
+def test_dose_response_figure_and_rows_from_fixture_runs(tmp_path):
+    cfg = LabConfig.from_config({"variants": ["grpo"], "doses": {"sent_tokens_only": {"kl_scale": [10],
+                                                                                      "kl_target": ["old"]}},
+                                 "ks": [1], "eval_samples": 2})
+    names = cfg.run_names()
+    for seed in (0, 1):
+        for i, name in enumerate(names):
+            run = tmp_path / name / f"seed{seed}"
+            (run / "eval").mkdir(parents=True)
+            (run / "metrics.jsonl").write_text(_metrics([1.0, 0.5 + 0.1 * i + 0.02 * seed], None, 10.0, 0.1,
+                                                        sent=name != "grpo"))
+            (run / "eval" / "heldout.json").write_text(_heldout(lambda p, k=i + seed: p < 10 + k))
+    report = build_report(tmp_path, cfg.run_variants(), [0, 1], [1], 1, 0.5, dose=cfg.dose_points())
+    rows = _report_rows(report)
+    assert list(rows) == names == ["grpo", "sent_tokens_only", "sent_tokens_only@kl_scale_10",
+                                   "sent_tokens_only@kl_target_old"]
+    assert rows["sent_tokens_only@kl_scale_10"]["token entropy last 1 / step 1 (seeds ≤ 0.5)"] == "0.71 [0.58, 0.84] (0/2)"
+    text = report.read_text()
+    assert "Dose-response (`dose_response.png`): kl_scale (sent_tokens_only): 1 (sent_tokens_only), 10 " \
+           "(sent_tokens_only@kl_scale_10); kl_target (sent_tokens_only): ref (sent_tokens_only), old " \
+           "(sent_tokens_only@kl_target_old)." in text
+    assert "| sent_tokens_only@kl_scale_10 | sent | `data.curriculum.enable=false data.shuffle=true " \
+           "actor_rollout_ref.actor.policy_loss.beta_high=2 actor_rollout_ref.actor.policy_loss.beta_low=0.5` |" in text
+    assert (tmp_path / "dose_response.png").stat().st_size > 20_000
 
 
 @pytest.mark.parametrize("config, machine, workers", [
@@ -349,7 +473,7 @@ def test_report_builder_on_fixture_metrics(tmp_path):
     (tmp_path / "kl_cov" / "seed1").mkdir(parents=True)
     (tmp_path / "kl_cov" / "seed1" / "failed.json").write_text(json.dumps({"error": "training exited with 1\nTrace"}))
 
-    report = build_report(tmp_path, ["grpo", "kl_cov", "sent"], seeds=[0, 1, 2], ks=[1, 2], last_steps=2,
+    report = build_report(tmp_path, {n: VARIANTS[n] for n in ("grpo", "kl_cov", "sent")}, seeds=[0, 1, 2], ks=[1, 2], last_steps=2,
                           reward_target=-0.75, command="python -m x",
                           run_info=("Machine: a test box.", "Wall time: 3.0 min"))
     text = report.read_text()
@@ -386,8 +510,10 @@ def test_report_builder_on_fixture_metrics(tmp_path):
     assert list(held) == ["initial model", "grpo", "kl_cov", "sent"]
     assert _mean(held["initial model"]["held-out avg@1"]) == 10.0 and held["initial model"]["seeds"] == "1"
     assert _mean(held["grpo"]["held-out avg@1"]) == 32.5 and _mean(held["sent"]["held-out pass@2"]) == 82.5
-    low, high = (float(x) for x in held["grpo"]["held-out avg@1"].split("[")[1].rstrip("]").split(", "))
-    assert 15 < low < 32.5 < high < 50  # a bootstrap over 40 problems and 3 seeds
+    # seeds solve 12, 13, 14 of 40: 30.0, 32.5, 35.0 -> 32.5 +- t(0.975, 2) * 2.5 / sqrt(3) = 6.2, across seeds
+    assert held["grpo"]["held-out avg@1"] == "32.5 [26.3, 38.7]"
+    low, high = (float(x) for x in held["initial model"]["held-out avg@1"].split("[")[1].rstrip("]").split(", "))
+    assert 0 <= low < 10.0 < high < 25  # one evaluation: a bootstrap over its 40 problems
     assert held["kl_cov"]["held-out avg@1"] == "–"
     assert held["grpo"]["level 8 (never trained) avg@1"] == "0.0 [0.0, 0.0]"
     assert held["sent"]["level 8 (never trained) pass@2"] == "100.0 [100.0, 100.0]"
@@ -432,7 +558,7 @@ def test_report_says_within_noise_when_intervals_overlap(tmp_path):
             (tmp_path / name / f"seed{seed}").mkdir(parents=True)
             (tmp_path / name / f"seed{seed}" / "metrics.jsonl").write_text(
                 _metrics([1.0, last], None, 10.0, 0.1, sent=False))
-    report = build_report(tmp_path, ["grpo", "sent"], seeds=[0, 1, 2], ks=[1], last_steps=1, reward_target=0.5)
+    report = build_report(tmp_path, {n: VARIANTS[n] for n in ("grpo", "sent")}, seeds=[0, 1, 2], ks=[1], last_steps=1, reward_target=0.5)
     text, rows = report.read_text(), _report_rows(report)
     # collapse: grpo's seed 0 ends at half its step-1 entropy (0.5 / 1.0), the others above
     assert rows["grpo"]["token entropy last 1 / step 1 (seeds ≤ 0.5)"].endswith("(1/3)")
@@ -524,9 +650,10 @@ def test_quick_lab_trains_merges_evaluates_and_reports(quick_lab):
     out = quick_lab["out"]
     rows = _report_rows(out / "report.md")
     held = _report_rows(out / "report.md", "| variant | seeds | held-out")
-    assert set(rows) == {"grpo", "sent"} and set(held) == {"initial model", "grpo", "sent"}
-    assert rows["grpo"]["status"] == rows["sent"]["status"] == "done"
-    for name in ("initial model", "grpo", "sent"):
+    names = ["grpo", "entropy_bonus", "sent", "sent@kl_scale_10"]  # a control and a dose of two points
+    assert list(rows) == names and list(held) == ["initial model", *names]
+    assert {rows[name]["status"] for name in names} == {"done"}
+    for name in ["initial model", *names]:
         assert held[name]["seeds"] == "1"
         row = {key: _mean(held[name][f"held-out {key}"]) for key in ("avg@1", "avg@2", "avg@4", "pass@1", "pass@2",
                                                                       "pass@4")}
@@ -535,7 +662,7 @@ def test_quick_lab_trains_merges_evaluates_and_reports(quick_lab):
         assert row["avg@4"] == pytest.approx(row["pass@1"], abs=0.06)  # the report rounds to .1
         assert row["pass@1"] <= row["pass@2"] <= row["pass@4"]
         assert "[" in held[name]["held-out avg@1"]  # a bootstrap over the held-out problems even on one seed
-    for name in ("grpo", "sent"):
+    for name in names:
         assert "→" in rows[name]["token entropy, mean: step 1 → last 1"]
         assert "→" in rows[name]["semantic entropy, mean: step 1 → last 1"]  # logged by every preset
         assert rows[name]["s/step"].endswith("(n=1, no interval)") and _mean(rows[name]["s/step"]) > 0
@@ -547,32 +674,44 @@ def test_quick_lab_trains_merges_evaluates_and_reports(quick_lab):
         assert json.loads((run / "done.json").read_text())["seed"] == 0
     assert rows["grpo"]["× grpo"] == "1.00 (n=1, no interval)" and rows["sent"]["penalised frac"] != "–"
     # each preset logs its own keys and not the others' (grpo: uniform KL in the loss, no SENT selection)
-    grpo_steps, sent_steps = (_train_steps(out / name / "seed0" / "metrics.jsonl") for name in ("grpo", "sent"))
-    assert len(grpo_steps) == len(sent_steps) == 2
-    for step in grpo_steps:
+    steps = {name: _train_steps(out / name / "seed0" / "metrics.jsonl") for name in names}
+    assert [len(steps[name]) for name in names] == [2, 2, 2, 2]
+    for step in steps["grpo"] + steps["entropy_bonus"]:
         assert "actor/kl_loss" in step and "actor/pg_clipfrac" in step and "semantic_entropy/mean" in step
         assert "actor/sent/kl_term" not in step and "sent/low_entropy_frac" not in step
-    for step in sent_steps:
+        assert step["token_sets/applied"] == 0.0  # SENT's selection measured, not applied
+    assert all("actor/entropy_loss" in step for step in steps["entropy_bonus"])  # the bonus is in its loss
+    assert not any("actor/entropy_loss" in step for step in steps["grpo"])
+    for step in steps["sent"] + steps["sent@kl_scale_10"]:
         assert "actor/sent/kl_term" in step and "sent/low_entropy_frac" in step and "semantic_entropy/mean" in step
+        assert step["token_sets/applied"] == 1.0
+    for step in sum(steps.values(), []):  # every run measures SENT's penalised and free tokens
+        for key in ("free_entropy_mean", "penalised_entropy_mean", "free_kl_ref_mean", "penalised_kl_ref_mean",
+                    "free_frac"):
+            assert 0.0 <= step[f"token_sets/{key}"] < float("inf"), key
+    # the dose point is sent at 10x its betas, in the run's own recorded settings
+    recorded = json.loads((out / "sent@kl_scale_10" / "seed0" / "settings.json").read_text())["overrides"]
+    assert "actor_rollout_ref.actor.policy_loss.beta_high=2" in recorded
+    assert (out / "dose_response.png").stat().st_size > 20_000
     assert (out / "curves.png").stat().st_size > 20_000
     text = (out / "report.md").read_text()
     assert "- **sent vs grpo**: token entropy (last 1 steps): " in text and "one seed: no interval, cannot tell" in text
     assert f"Machine: machine=cpu, {len(os.sched_getaffinity(0))} cores of " in text
     # format failures per run: the share of held-out answers its grader could not read, from its own eval file
-    for name, label in (("baseline", "initial model"), ("grpo/seed0", "grpo seed 0"), ("sent/seed0", "sent seed 0")):
+    for name, label in (("baseline", "initial model"), *((f"{n}/seed0", f"{n} seed 0") for n in names)):
         answers = [a for p in json.loads((out / name / "eval" / "heldout.json").read_text())["problems"]
                    for a in p["answers"]]
         assert f"{label} {100 * sum(a is None for a in answers) / len(answers):.1f}%" in text
     # the resumed invocation wrote it
-    assert "min for this invocation (finished earlier, not counted: grpo seed 0)." in text
+    assert "min for this invocation (finished earlier, not counted: grpo seed 0, entropy_bonus seed 0)." in text
     assert rows["grpo"]["wall min"] != "–" and rows["sent"]["wall min"].endswith("(resumed)")
-    assert "run 2/2: sent seed 0" in quick_lab["second_log"] and "about" in quick_lab["second_log"]  # time left
+    assert "run 3/4: sent seed 0" in quick_lab["second_log"] and "about" in quick_lab["second_log"]  # time left
 
 
 @pytest.mark.slow
 def test_rerun_skips_the_finished_run_and_resumes_the_killed_one(quick_lab):
     out, second_log = quick_lab["out"], quick_lab["second_log"]
-    assert "run 1/2: grpo seed 0: done, skipped" in second_log
+    assert "run 1/4: grpo seed 0: done, skipped" in second_log
     assert (out / "grpo" / "seed0" / "done.json").stat().st_mtime_ns == quick_lab["grpo_done_mtime"]
     assert "resuming from the checkpoint of step 1" in second_log
     assert "step 2/2" in second_log and "step 1/2" not in second_log  # only step 2 trained again
@@ -601,6 +740,6 @@ def test_a_lab_with_other_settings_stops_before_training_in_a_folder_of_finished
     error = [line for line in log.splitlines() if line.startswith("error: ")]
     assert len(error) == 1 and f"{out / 'grpo' / 'seed0' / 'settings.json'}: grpo seed 0 was trained with " \
         "actor_rollout_ref.actor.optim.lr=" in error[0] and "this lab's 5e-4" in error[0], log[-3000:]
-    assert "== scoring" not in log and "run 1/2" not in log
+    assert "== scoring" not in log and "run 1/4" not in log
     assert {name: (out / name / "seed0" / "done.json").stat().st_mtime_ns for name in done} == done
     assert (out / "report.md").read_text() == report

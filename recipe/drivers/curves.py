@@ -92,6 +92,54 @@ def plot_variant_curves(runs: dict[str, dict[int, list[dict]]], panels: list[tup
     return _save(fig, axes, path, title)
 
 
+def plot_dose_response(points: dict[str, list[tuple]], path: str | Path, accuracy: str,
+                       reference: dict[str, tuple] | None = None) -> Path:
+    """The lab's dose-response: a column per knob, its collapse ratio (token entropy of the last steps / step 1) on
+    top and held-out accuracy (%) below, at each value in the given order. `points` = {knob: [(value, ratio,
+    accuracy)]}, each an `Interval` (mean over seeds and its 95% interval, drawn as an error bar) or None;
+    `reference` = {name: (ratio, accuracy)}: a horizontal line with its interval as a band (e.g. grpo)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    knobs = list(points)
+    fig, axes = plt.subplots(2, max(len(knobs), 1), figsize=(3.6 * max(len(knobs), 1), 5.4), squeeze=False)
+    rows = [("token entropy last / step 1", 1), (f"held-out {accuracy} (%)", 2)]
+    for column, knob in enumerate(knobs):
+        for row, (label, index) in enumerate(rows):
+            ax = axes[row][column]
+            for n, (ref_name, values) in enumerate((reference or {}).items()):
+                ref = values[index - 1]
+                if ref is None:
+                    continue
+                ax.axhline(ref.mean, color=f"C{3 + n}", linestyle="--", linewidth=1, label=f"{ref_name} (n={ref.n})")
+                if ref.low is not None:
+                    ax.axhspan(ref.low, ref.high, color=f"C{3 + n}", alpha=0.15, linewidth=0)
+            for x, entry in enumerate(points[knob]):
+                interval = entry[index]
+                if interval is None:
+                    continue
+                error = None if interval.low is None else [[interval.mean - interval.low],
+                                                           [interval.high - interval.mean]]
+                ax.errorbar([x], [interval.mean], yerr=error, fmt="o", color="C0", capsize=4)
+                ax.annotate(f"n={interval.n}", (x, interval.mean), textcoords="offset points", xytext=(6, -3),
+                            fontsize=6)
+            ax.set_xticks(range(len(points[knob])), [str(entry[0]) for entry in points[knob]])
+            ax.set_xlim(-0.5, len(points[knob]) - 0.5)
+            ax.set_title(f"{label} vs {knob}" if row == 0 else label, fontsize=9)
+            ax.set_xlabel(knob if row == 1 else "")
+            ax.grid(alpha=0.3)
+            if reference and column == 0:
+                ax.legend(fontsize=7)
+    fig.suptitle("dose-response: mean over seeds, 95% interval", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _draw_panel(ax, panel: str, lines: list[tuple[str, str]], entries: list[dict]) -> None:
     """One PANELS entry of one run: its metrics against the step, dotted lines where the curriculum's stage moved."""
     drawn = False

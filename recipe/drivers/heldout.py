@@ -87,6 +87,13 @@ def heldout_scores(eval_dir: Path, ks: list[int]) -> dict[str, list[float]] | No
     return scores
 
 
+def eval_answer_fallback(eval_dir: Path) -> str | None:
+    """What the evaluation in `eval_dir` read when a response had no final answer (`settings.answer_fallback` of its
+    `heldout.json`: none, or last_number before the toy task's strict grader); None when not evaluated."""
+    path = eval_dir / f"{BENCHMARK}.json"
+    return json.loads(path.read_text()).get("settings", {}).get("answer_fallback") if path.exists() else None
+
+
 def format_failures(eval_dir: Path) -> float | None:
     """The share of a run's held-out answers its grader could not read (no final answer it accepts: for the strict
     toy grader, no well-formed ``\\boxed{}`` or ``Answer:`` line), from the harness's `<eval>/heldout.json`; None when

@@ -5,13 +5,14 @@
    models: the bundled graded math set (`recipe.drivers.demo_data`), every `eval_every`-th problem of each difficulty
    level held out;
 2. semantic-entropy scoring of the train split with the initial model (`runs.score`);
-3. per variant (`lab_config.VARIANTS`: a preset plus its overrides; all else shared) and seed (`seeds`, into
+3. per variant (`lab_config.VARIANTS`: a preset plus its overrides; all else shared; a dose-response, `doses`,
+   adds a variant at each value of a knob as one more, `<variant>@<knob>_<value>`) and seed (`seeds`, into
    `<variant>/seed<k>/`; `LabConfig.workers()` runs at once, each in a thread of its own): training through
    `recipe.drivers.launch.train` with checkpoints and `resume_mode=auto`, the last checkpoint merged to a Hugging Face
    folder (verl's merger at the trained dtype: `recipe.drivers.hf_merge`), evaluated on the held-out set
    (`verl_ext.eval`: avg@k, pass@k); the initial model is evaluated once as the baseline;
-4. `report.md` (a row per variant: means over seeds with 95% intervals) and `curves.png` (per step and variant, a
-   band across seeds) from `<variant>/seed<k>/metrics.jsonl` (`recipe.drivers.lab_report`).
+4. `report.md` (a row per variant: means over seeds with 95% intervals), `curves.png` (per step and variant, a
+   band across seeds) and, with a dose-response, `dose_response.png` (collapse ratio and held-out avg@1 per knob value) from `<variant>/seed<k>/metrics.jsonl` (`recipe.drivers.lab_report`).
 
 Re-running the same command resumes: a (variant, seed) run with `done.json` (written last) is skipped, an unfinished
 one resumes from its last checkpoint; either only with the settings it started with (`settings.json`): a lab whose
@@ -36,7 +37,7 @@ from pathlib import Path
 
 import psutil
 
-from recipe.drivers.lab_config import VARIANTS, LabConfig
+from recipe.drivers.lab_config import LabConfig
 from recipe.drivers.heldout import BENCHMARK, evaluate, last_checkpoint, merge
 from recipe.drivers.lab_report import build_report, run_dir
 from verl_ext.config import ConfigError
@@ -121,7 +122,7 @@ def variant_overrides(name: str, seed: int, model: Path, scored: Path, eval_file
     checkpoints for merge and resume, `cfg.train_overrides`, then the variant's own."""
     from recipe.drivers.runs import seed_overrides, training_overrides
 
-    variant = VARIANTS[name]
+    variant = cfg.variant(name)
     return [
         *training_overrides(model, scored, out, cfg.steps, machine, preset=variant.preset, val_files=eval_file,
                             data_source=cfg.data_source()),
@@ -295,11 +296,12 @@ def run_lab(cfg: LabConfig, command: str = "") -> Path:
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     machine = cfg.machine if cfg.machine != "auto" else ("gpu" if gpu_training_available() else "cpu")
-    print(f"== SENT lab: {len(cfg.variants)} variants x {len(cfg.seeds)} seeds x {cfg.steps} steps, machine={machine}, "
+    names = cfg.run_names()
+    print(f"== SENT lab: {len(names)} variants x {len(cfg.seeds)} seeds x {cfg.steps} steps, machine={machine}, "
           f"out={out} ==", flush=True)
     model = model_dir(cfg)
     # seed by seed: a lab stopped early still compares every variant on the seeds it finished
-    runs = [(name, seed) for seed in cfg.seeds for name in cfg.variants]
+    runs = [(name, seed) for seed in cfg.seeds for name in names]
     labels = [f"{name} seed {seed}" for name, seed in runs]
     for (name, seed), label in zip(runs, labels):  # before anything trains: a mixed report is worse than none
         run_out = run_dir(out, name, seed)
@@ -350,7 +352,8 @@ def run_lab(cfg: LabConfig, command: str = "") -> Path:
     if workers > 1:
         wall += f" Runs trained {workers} at a time (`parallel`), so each run's seconds are under that load."
     run_info = (f"Machine: {describe_machine(machine)}.", "", wall)
-    report = build_report(out, cfg.variants, cfg.seeds, cfg.ks, cfg.last_steps, cfg.reward_target, command, run_info)
+    report = build_report(out, cfg.run_variants(), cfg.seeds, cfg.ks, cfg.last_steps,
+                          cfg.reward_target, command, run_info, dose=cfg.dose_points())
     print(f"\nDone in {time.time() - started:.0f} s.\n  report {report}\n  curves {out / 'curves.png'}")
     print(report.read_text())
     return report

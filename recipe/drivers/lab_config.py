@@ -8,10 +8,17 @@ preset plus a documented override set (``VARIANTS``), so any one of them is repr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
 
 from recipe.drivers.runs import BUNDLED_SOURCE, REGIMES, Regime
 from verl_ext.config import ConfigError, TypedConfig, one_of
+
+PRESETS = Path(__file__).resolve().parents[2] / "configs" / "preset"
+POLICY_LOSS = "actor_rollout_ref.actor.policy_loss"
 
 NO_CURRICULUM = ("data.curriculum.enable=false", "data.shuffle=true")
 CURRICULUM = ("data.curriculum.enable=true", "data.shuffle=false")
@@ -29,13 +36,97 @@ VARIANTS: dict[str, Variant] = {
     "grpo": Variant("grpo", NO_CURRICULUM, "GRPO: clipped surrogate + uniform KL 0.001, prompts shuffled"),
     "kl_cov": Variant("kl_cov", NO_CURRICULUM, "verl's KL-Cov, prompts shuffled"),
     "clip_cov": Variant("clip_cov", NO_CURRICULUM, "verl's Clip-Cov, prompts shuffled"),
+    # the positive controls (issue 27): established entropy-preserving changes to GRPO at their published settings
+    "clip_higher": Variant("grpo", (*NO_CURRICULUM, "actor_rollout_ref.actor.clip_ratio_high=0.28"),
+                           "GRPO with DAPO's clip-higher (epsilon_high 0.28, epsilon_low 0.2), prompts shuffled"),
+    "entropy_bonus": Variant("grpo", (*NO_CURRICULUM, "actor_rollout_ref.actor.entropy_coeff=0.001"),
+                             "GRPO with an entropy bonus of 0.001 (the SENT release's entropy-loss baseline), "
+                             "prompts shuffled"),
     "sent": Variant("sent", CURRICULUM, "SENT: semantic-entropy curriculum + tiered token KL"),
     "sent_tokens_only": Variant("sent", NO_CURRICULUM, "SENT's token KL, prompts shuffled (no curriculum)"),
     "curriculum_only": Variant("grpo", CURRICULUM, "GRPO on the semantic-entropy curriculum"),
     "sent_low_only": Variant("sent", (*CURRICULUM, "actor_rollout_ref.actor.policy_loss.beta_high=0.05"),
                              "SENT with beta_high = beta_low = 0.05: no covariance tier"),
     "sent_released": Variant("sent_released", CURRICULUM, "the authors' released SENT scripts, on the curriculum"),
+    "sent_released_tokens_only": Variant("sent_released", NO_CURRICULUM,
+                                         "the authors' released SENT loss, prompts shuffled (no curriculum)"),
 }
+
+
+# ------------------------------------------------------------------------------------------------ dose-response
+_ABSENT = object()
+
+
+@cache
+def _yaml(path: Path):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.load(path)
+
+
+def variant_setting(variant: Variant, key: str) -> Any:
+    """What `variant` trains with at the dotted config `key`: its own override, else its preset's
+    (configs/preset/<preset>.yaml), else the recipe's (configs/sent_trainer.yaml). A dose point is the variant with
+    one value changed from this, so no published value is written twice."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    for item in reversed(variant.overrides):
+        name, _, value = item.partition("=")
+        if name == key:
+            return yaml.safe_load(value)
+    for source in (PRESETS / f"{variant.preset}.yaml", PRESETS.parent / "sent_trainer.yaml"):
+        found = OmegaConf.select(_yaml(source), key, default=_ABSENT, throw_on_resolution_failure=False)
+        if found is not _ABSENT:
+            return found
+    raise KeyError(f"{key}: set by neither the variant, its preset {variant.preset} nor configs/sent_trainer.yaml")
+
+
+def _number(low: float, high: float | None = None) -> Callable[[Any], bool]:
+    return lambda value: (isinstance(value, int | float) and not isinstance(value, bool) and value > low
+                          and (high is None or value <= high))
+
+
+@dataclass(frozen=True)
+class DoseKnob:
+    """One knob of the dose-response (`LabConfig.doses`): which values it takes, the dose variant's own value (its
+    base point, `variant_setting`) and the overrides that set a value; `sent_loss`: only for variants of SENT's loss."""
+
+    what: str
+    allowed: str
+    valid: Callable[[Any], bool]
+    base: Callable[[Variant], Any]
+    overrides: Callable[[Any, Variant], tuple[str, ...]]
+    sent_loss: bool = True
+
+
+DOSE_KNOBS: dict[str, DoseKnob] = {
+    "kl_scale": DoseKnob(
+        "SENT's KL strength: beta_high and beta_low both times this (1: the variant's own)", "a number > 0",
+        _number(0), lambda variant: 1,
+        lambda value, variant: tuple(f"{POLICY_LOSS}.{beta}={variant_setting(variant, f'{POLICY_LOSS}.{beta}') * value:g}"
+                                     for beta in ("beta_high", "beta_low"))),
+    "low_entropy_fraction": DoseKnob(
+        "the share of tokens SENT penalises (its lowest-entropy ones)", "a number in (0, 1]", _number(0, 1),
+        lambda variant: variant_setting(variant, f"{POLICY_LOSS}.low_entropy_fraction"),
+        lambda value, variant: (f"{POLICY_LOSS}.low_entropy_fraction={value:g}",)),
+    "kl_target": DoseKnob(
+        "what SENT's KL pulls towards: ref (the reference model, as the paper writes it) or old (the rollout's "
+        "policy, as the authors' release does)", "ref or old", lambda value: value in ("ref", "old"),
+        lambda variant: variant_setting(variant, f"{POLICY_LOSS}.kl_target"),
+        lambda value, variant: (f"{POLICY_LOSS}.kl_target={value}",)),
+    "entropy_coeff": DoseKnob(
+        "the entropy bonus (verl's actor.entropy_coeff), any variant", "a number >= 0",
+        lambda value: value == 0 or _number(0)(value),
+        lambda variant: variant_setting(variant, "actor_rollout_ref.actor.entropy_coeff"),
+        lambda value, variant: (f"actor_rollout_ref.actor.entropy_coeff={value:g}",), sent_loss=False),
+}
+
+
+def dose_point_name(variant: str, knob: str, value: Any) -> str:
+    """A dose point's run name (its folder and report row): `sent_tokens_only@kl_scale_10` (no `=`: the name is in
+    the run's paths, which are Hydra override values)."""
+    return f"{variant}@{knob}_{value:g}" if isinstance(value, int | float) else f"{variant}@{knob}_{value}"
 
 
 DEFAULT_REGIME = Regime(steps=12, overrides=())
@@ -59,9 +150,11 @@ class LabConfig(TypedConfig):
     machine: str = "auto"
     """auto (gpu when torch sees CUDA and vLLM is installed, else cpu) | cpu | gpu"""
     variants: list[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS))
-    """variants to run, in order; known: grpo, kl_cov, clip_cov, sent, sent_tokens_only, curriculum_only, sent_low_only, sent_released"""
+    """variants to run, in order; known: grpo, kl_cov, clip_cov, clip_higher, entropy_bonus, sent, sent_tokens_only, curriculum_only, sent_low_only, sent_released"""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     """every variant trains on each seed (data order, vLLM sampling, curriculum shuffles: `runs.seed_overrides`) into <variant>/seed<k>/; the report's intervals are across them"""
+    doses: dict[str, Any] = field(default_factory=dict)
+    """variant -> knob -> values: each variant also runs at each value of each knob, the others at its own settings, on every seed, after `variants` (its own value is the variant itself, run once). Knobs: kl_scale (beta_high and beta_low times this), low_entropy_fraction, kl_target (ref | old) for variants of SENT's loss; entropy_coeff for any. On the CLI with Hydra's + (doses starts empty), e.g. +doses.sent_tokens_only.kl_scale=[10,100] +doses.sent_tokens_only.kl_target=[old]; report.md gets a row per point and dose_response.png"""
     regime_name: str | None = None
     """the settings every variant shares (runs.REGIMES): null = the model's (toy: toy, 2 optimizer updates a step; others: lr 1e-5, 4 x 4); toy_8updates: the toy's at the anchors' 8 updates a step"""
     steps: int | None = None
@@ -97,7 +190,7 @@ class LabConfig(TypedConfig):
     keep_checkpoints: bool = False
     """false: a finished variant's checkpoints are removed once merged and evaluated (its HF folder stays)"""
     quick: bool = False
-    """a check of the whole path in minutes: sets model=toy (built from the tiny recipe, not measured), variants=[grpo, sent], seeds=[0], steps=2, save_freq=1, scoring_samples=3, eval_samples=4, ks=[1, 2, 4], last_steps=1, toy_train_per_level=4, toy_heldout_per_level=3 (set none of these with it)"""
+    """a check of the whole path in minutes: sets model=toy (built from the tiny recipe, not measured), variants=[grpo, entropy_bonus, sent], doses={sent: {kl_scale: [10]}}, seeds=[0], steps=2, save_freq=1, scoring_samples=3, eval_samples=4, ks=[1, 2, 4], last_steps=1, toy_train_per_level=4, toy_heldout_per_level=3 (set none of these with it)"""
 
     def validate(self) -> None:
         if self.quick:
@@ -106,6 +199,7 @@ class LabConfig(TypedConfig):
         if unknown or not self.variants:
             raise ConfigError(f"variants: unknown {unknown or 'none given'}; known: {', '.join(VARIANTS)}")
         one_of("machine", self.machine, MACHINES)
+        self._check_doses()
         if self.regime_name is not None:
             one_of("regime_name", self.regime_name, tuple(REGIMES))
         if self.steps is None:
@@ -127,6 +221,62 @@ class LabConfig(TypedConfig):
             raise ConfigError(f"train_overrides: each item is key=value (a main_sent override); got {bad}")
         if not self.ks or any(k < 1 or k > self.eval_samples for k in self.ks):
             raise ConfigError(f"ks must be non-empty, each k in 1..eval_samples={self.eval_samples}; got {self.ks}")
+
+    def _check_doses(self) -> None:
+        sent_variants = [name for name, variant in VARIANTS.items()
+                         if variant_setting(variant, f"{POLICY_LOSS}.loss_mode") == "sent"]
+        for name, knobs in self.doses.items():
+            one_of("doses: a variant", name, tuple(VARIANTS))
+            if not isinstance(knobs, dict) or not knobs:
+                raise ConfigError(f"doses.{name} must map knobs to values, e.g. +doses.{name}.kl_scale=[10,100]; "
+                                  f"got {knobs!r}")
+            for knob, values in knobs.items():
+                key = f"doses.{name}.{knob}"
+                if knob not in DOSE_KNOBS:
+                    raise ConfigError(f"{key}: unknown knob {knob!r}; known: {', '.join(DOSE_KNOBS)}")
+                if DOSE_KNOBS[knob].sent_loss and name not in sent_variants:
+                    raise ConfigError(f"{key}: {knob} acts on SENT's loss, which {name} does not train with (those "
+                                      f"that do: {', '.join(sent_variants)})")
+                if not isinstance(values, list | tuple) or not values:
+                    raise ConfigError(f"{key} must be a non-empty list of values; got {values!r}")
+                bad = [value for value in values if not DOSE_KNOBS[knob].valid(value)]
+                if bad or len(set(values)) != len(values):
+                    raise ConfigError(f"{key}: each value {DOSE_KNOBS[knob].allowed}, each once; got {list(values)}")
+
+    def dose_points(self) -> dict[str, list[tuple[Any, str]]]:
+        """"<knob> (<variant>)" -> [(value, run name)], the variant's own value (the variant itself) included, in the
+        order the values were given; empty without `doses`."""
+        points = {}
+        for name, knobs in self.doses.items():
+            for knob, values in knobs.items():
+                base = DOSE_KNOBS[knob].base(VARIANTS[name])
+                points[f"{knob} ({name})"] = [(value, name if value == base else dose_point_name(name, knob, value))
+                                              for value in ([] if base in values else [base]) + list(values)]
+        return points
+
+    def run_names(self) -> list[str]:
+        """Every variant the lab trains, in order: `variants`, then each dose's variant and its points."""
+        names = list(self.variants)
+        for points in self.dose_points().values():
+            names += [name for _, name in points if name not in names]
+        return names
+
+    def run_variants(self) -> dict[str, Variant]:
+        """`run_names` with each one's Variant: what the report lists."""
+        return {name: self.variant(name) for name in self.run_names()}
+
+    def variant(self, name: str) -> Variant:
+        """A variant of VARIANTS or a dose point (its variant plus the knob's overrides)."""
+        if name in VARIANTS:
+            return VARIANTS[name]
+        for variant, knobs in self.doses.items():
+            for knob, values in knobs.items():
+                for value in values:
+                    if dose_point_name(variant, knob, value) == name:
+                        base = VARIANTS[variant]
+                        extra = DOSE_KNOBS[knob].overrides(value, base)
+                        return Variant(base.preset, (*base.overrides, *extra), f"{variant} with {knob}={value}")
+        raise KeyError(name)
 
     def data_source(self) -> str:
         """The data source of the lab's rows (the toy task's, else the bundled set's): it picks the grader
@@ -155,5 +305,8 @@ class LabConfig(TypedConfig):
             self._normalise(key, value)
 
 
-QUICK = {"model": "toy", "variants": ["grpo", "sent"], "seeds": [0], "steps": 2, "save_freq": 1, "scoring_samples": 3,
+# one control (the entropy bonus: its entropy is computed with a gradient) and a dose-response of two points (sent
+# itself and sent at 10x its KL), so that CI runs every kind of lab run
+QUICK = {"model": "toy", "variants": ["grpo", "entropy_bonus", "sent"], "doses": {"sent": {"kl_scale": [10]}},
+         "seeds": [0], "steps": 2, "save_freq": 1, "scoring_samples": 3,
          "eval_samples": 4, "ks": [1, 2, 4], "last_steps": 1, "toy_train_per_level": 4, "toy_heldout_per_level": 3}
