@@ -420,7 +420,10 @@ def _metrics(entropy: list[float], stage: list[int] | None, seconds: float, rewa
     for step, value in enumerate(entropy, start=1):
         data = {"training/global_step": step, "actor/entropy": value, "critic/score/mean": -1 + reward_slope * step,
                 "actor/pg_clipfrac": 0.01, "timing_s/step": seconds, "actor/kl_loss": 0.5, "actor/kl_coef": 0.001,
-                "semantic_entropy/mean": 2 * value, "semantic_entropy/agree_frac": 0.25 * step}
+                "semantic_entropy/mean": 2 * value, "semantic_entropy/agree_frac": 0.25 * step,
+                # SENT's selection, measured in every run: the free fifth holds most of the entropy
+                "token_sets/free_entropy_mean": 4 * value, "token_sets/penalised_entropy_mean": value / 4,
+                "token_sets/free_entropy_share": 0.8, "token_sets/free_kl_ref_share": 0.5 + 0.1 * step}
         if stage:
             data["curriculum/stage"] = stage[step - 1]
         if sent:
@@ -493,6 +496,13 @@ def test_report_builder_on_fixture_metrics(tmp_path):
     assert rows["grpo"]["semantic entropy, mean: step 1 → last 2"] == \
         "2.000 [2.000, 2.000] → 1.200 [0.952, 1.448] (-40%)"
     assert rows["sent"]["all agree: step 1 → last 2"] == "0.250 [0.250, 0.250] → 0.875 [0.875, 0.875] (+250%)"
+    # per set: grpo's last 2 steps' entropy 0.55, 0.60, 0.65 by seed, the free tokens' 4x and the penalised 1/4
+    assert rows["grpo"]["entropy of the tokens SENT leaves free: step 1 → last 2"] == \
+        "4.000 [4.000, 4.000] → 2.400 [1.903, 2.897] (-40%)"
+    assert rows["grpo"]["entropy of the tokens SENT penalises: step 1 → last 2"] == \
+        "0.250 [0.250, 0.250] → 0.150 [0.119, 0.181] (-40%)"
+    assert rows["grpo"]["free tokens' share of the entropy (last 2)"] == "0.80 [0.80, 0.80]"
+    assert rows["sent"]["free tokens' share of the KL to the reference (last 2)"] == "0.85 [0.85, 0.85]"
     assert rows["grpo"]["token entropy last 2 / step 1 (seeds ≤ 0.5)"] == "0.60 [0.48, 0.72] (0/3)"
     assert rows["grpo"]["train reward (last 2)"] == "-0.650 [-0.650, -0.650]"
     # efficiency: grpo reaches -0.75 at step 3 (30 s), sent at step 2 (22 s)

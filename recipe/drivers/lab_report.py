@@ -95,7 +95,12 @@ def run_summary(entries: list[dict], last_steps: int, reward_target: float) -> d
                "kl_term": _mean(step_series(entries, "lab/kl_term")[1]),
                "clipfrac": _mean(step_series(entries, "actor/pg_clipfrac")[1])}
     for key, metric in (("entropy", "actor/entropy"), ("entropy_p50", "lab/entropy_p50"),
-                        ("semantic_entropy", "semantic_entropy/mean"), ("agree_frac", "semantic_entropy/agree_frac")):
+                        ("semantic_entropy", "semantic_entropy/mean"), ("agree_frac", "semantic_entropy/agree_frac"),
+                        # where the collapse lives: SENT's selection, measured in every run (token_sets/*)
+                        ("free_entropy", "token_sets/free_entropy_mean"),
+                        ("penalised_entropy", "token_sets/penalised_entropy_mean"),
+                        ("free_entropy_share", "token_sets/free_entropy_share"),
+                        ("free_kl_share", "token_sets/free_kl_ref_share")):
         summary[f"{key}_first"], summary[f"{key}_last"] = first_and_last(metric)
     first, last = summary["entropy_first"], summary["entropy_last"]
     summary["entropy_ratio"] = last / first if first and last is not None else None  # <= COLLAPSED: collapsed
@@ -199,6 +204,10 @@ def build_report(out: Path, variants: dict[str, Variant], seeds: list[int], ks: 
     header = ["variant", "status", "seeds", "steps", f"token entropy, mean: step 1 → last {last_steps}",
               f"entropy p50: step 1 → last {last_steps}", f"semantic entropy, mean: step 1 → last {last_steps}",
               f"all agree: step 1 → last {last_steps}",
+              f"entropy of the tokens SENT leaves free: step 1 → last {last_steps}",
+              f"entropy of the tokens SENT penalises: step 1 → last {last_steps}",
+              f"free tokens' share of the entropy (last {last_steps})",
+              f"free tokens' share of the KL to the reference (last {last_steps})",
               f"token entropy last {last_steps} / step 1 (seeds ≤ {COLLAPSED:g})", f"train reward (last {last_steps})",
               f"steps to {target}", f"seconds to {target}", "clip frac", "penalised frac", "KL term", "s/step",
               "× grpo", "wall min"]
@@ -213,7 +222,10 @@ def build_report(out: Path, variants: dict[str, Variant], seeds: list[int], ks: 
         steps = sorted({s["steps"] for s in per_run[name].values()})
         rows.append([name, _status(out, name, seeds), str(len(per_run[name])), "/".join(map(str, steps)) or "0",
                      *[_change(across(name, f"{key}_first"), across(name, f"{key}_last"))
-                       for key in ("entropy", "entropy_p50", "semantic_entropy", "agree_frac")],
+                       for key in ("entropy", "entropy_p50", "semantic_entropy", "agree_frac", "free_entropy",
+                                   "penalised_entropy")],
+                     _cell(across(name, "free_entropy_share_last"), ".2f"),
+                     _cell(across(name, "free_kl_share_last"), ".2f"),
                      _cell(across(name, "entropy_ratio"), ".2f") + f" ({collapsed(name)}/{len(per_run[name])})",
                      _cell(across(name, "reward")), _cell(across(name, "steps_to_target"), ".1f") + reach_note,
                      _cell(across(name, "seconds_to_target"), ".0f") + reach_note,
@@ -304,6 +316,9 @@ def build_report(out: Path, variants: dict[str, Variant], seeds: list[int], ks: 
              "Semantic entropy: `semantic_entropy/mean`, the mean over a step's prompts of the entropy of its n "
              "answers' math-verify clusters (the scoring job's clustering, in nats); all agree: "
              "`semantic_entropy/agree_frac`, the share of prompts whose answers form one cluster. "
+             "Free / penalised tokens: SENT's selection of the step (its penalised set, the rest free), applied under "
+             "SENT's loss and only measured under the others (`token_sets/*`): their mean old-policy entropy, and the "
+             "free tokens' share of the step's summed entropy and of its summed KL to the reference. "
              f"Steps / seconds to {target}: the first step whose `critic/score/mean` (+1 right, -1 wrong) reaches it, "
              "and `timing_s/step` summed up to it (seeds that never reach it are left out and counted). "
              "KL term: `actor/sent/kl_term` + `actor/kl_coef` x `actor/kl_loss` (KL-Cov's penalty sits inside "
