@@ -699,6 +699,12 @@ def test_quick_lab_trains_merges_evaluates_and_reports(quick_lab):
         for key in ("free_entropy_mean", "penalised_entropy_mean", "free_kl_ref_mean", "penalised_kl_ref_mean",
                     "free_frac"):
             assert 0.0 <= step[f"token_sets/{key}"] < float("inf"), key
+    # a seed's step-1 answers do not depend on the loss (each answer has its own sampling seed: docs/lab.md,
+    # Reproducibility): grpo and entropy_bonus sample the same, and so do sent and its dose point, trained in the
+    # lab's second invocation
+    for a, b in (("grpo", "entropy_bonus"), ("sent", "sent@kl_scale_10")):
+        for key in ("response_length/mean", "actor/entropy", "critic/score/mean"):
+            assert steps[a][0][key] == steps[b][0][key], (a, b, key)
     # the dose point is sent at 10x its betas, in the run's own recorded settings
     recorded = json.loads((out / "sent@kl_scale_10" / "seed0" / "settings.json").read_text())["overrides"]
     assert "actor_rollout_ref.actor.policy_loss.beta_high=2" in recorded
@@ -724,7 +730,8 @@ def test_rerun_skips_the_finished_run_and_resumes_the_killed_one(quick_lab):
     assert "run 1/4: grpo seed 0: done, skipped" in second_log
     assert (out / "grpo" / "seed0" / "done.json").stat().st_mtime_ns == quick_lab["grpo_done_mtime"]
     assert "resuming from the checkpoint of step 1" in second_log
-    assert "step 2/2" in second_log and "step 1/2" not in second_log  # only step 2 trained again
+    # only sent's step 2 trained again (its dose point, new, trains both)
+    assert "[3/4 sent seed 0] step 2/2" in second_log and "[3/4 sent seed 0] step 1/2" not in second_log
     run = out / "sent" / "seed0"
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in lines if "training/global_step" in entry["data"]] == [1, 2]  # both parts

@@ -152,7 +152,7 @@ class LabConfig(TypedConfig):
     variants: list[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS))
     """variants to run, in order; known: grpo, kl_cov, clip_cov, clip_higher, entropy_bonus, sent, sent_tokens_only, curriculum_only, sent_low_only, sent_released"""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    """every variant trains on each seed (data order, vLLM sampling, curriculum shuffles: `runs.seed_overrides`) into <variant>/seed<k>/; the report's intervals are across them"""
+    """every variant trains on each seed (data order, vLLM sampling, curriculum shuffles: `runs.seed_overrides`) into <variant>/seed<k>/; the report's intervals are across them. On the CPU the same seed and settings log the same metrics, step for step, bitwise (timings and memory aside; tests/test_reproducible_run.py), so variants that differ only in the loss sample the same answers at step 1. What a seed does not fix (another machine, thread count, GPU kernels): docs/lab.md, Reproducibility"""
     doses: dict[str, Any] = field(default_factory=dict)
     """variant -> knob -> values: each variant also runs at each value of each knob, the others at its own settings, on every seed, after `variants` (its own value is the variant itself, run once). Knobs: kl_scale (beta_high and beta_low times this), low_entropy_fraction, kl_target (ref | old) for variants of SENT's loss; entropy_coeff for any. On the CLI with Hydra's + (doses starts empty), e.g. +doses.sent_tokens_only.kl_scale=[10,100] +doses.sent_tokens_only.kl_target=[old]; report.md gets a row per point and dose_response.png"""
     regime_name: str | None = None

@@ -118,7 +118,10 @@ def training_overrides(model: Path, scored: Path, out: Path, steps: int, machine
 
 def seed_overrides(seed: int) -> list[str]:
     """Everything a run's seed sets: the dataloader's shuffle (verl's `data.seed`), vLLM's sampling
-    (`actor_rollout_ref.rollout.seed`), the actor's mini-batch shuffle and the curriculum's within-stage shuffles."""
+    (`actor_rollout_ref.rollout.seed`: each answer's own sampling seed, from it, the step, the prompt and the answer's
+    number, `recipe/sent/reproducible_rollouts.py`), the actor's mini-batch shuffle and the curriculum's within-stage
+    shuffles. With the step batch in the prompts' order (the trainer's), the same seed gives the same run on the same
+    machine, bitwise; what it does not fix: docs/lab.md, Reproducibility."""
     return [f"data.seed={seed}", f"actor_rollout_ref.rollout.seed={seed}",
             f"actor_rollout_ref.actor.data_loader_seed={seed}", f"data.curriculum.seed={seed}"]
 

@@ -25,7 +25,8 @@ from verl_ext.model_path import check_model_available as check_path
 
 from recipe.sent.attention import apply_attention_choice
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = str(ROOT / "configs")
 log = logging.getLogger(__name__)
 
 
@@ -60,10 +61,20 @@ def check_model_path(config) -> None:
         raise SystemExit(str(err)) from None
 
 
+def anchor_agent_loop_config(config) -> None:
+    """verl reads `rollout.agent.agent_loop_config_path` in each agent-loop worker, relative to that worker's working
+    directory; the recipe's (`recipe/sent/agent_loops.yaml`, the seeded agent loop) is made absolute here."""
+    agent = config.actor_rollout_ref.rollout.agent
+    path = agent.get("agent_loop_config_path")
+    if path and not os.path.isabs(path) and (ROOT / path).is_file():
+        agent.agent_loop_config_path = str(ROOT / path)
+
+
 @hydra.main(config_path=CONFIG_DIR, config_name="sent_trainer", version_base=None)
 def main(config) -> None:
     log.info(apply_attention_choice(config))  # flash-attn is optional: sdpa without it, said in one line
     check_model_path(config)
+    anchor_agent_loop_config(config)
     export_worker_environment(config)
     auto_set_device(config)
     validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))

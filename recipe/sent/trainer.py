@@ -22,6 +22,7 @@ from verl.utils.config import omega_conf_to_dataclass
 
 from recipe.sent.curriculum_dataset import STAGE_FIELD, curriculum_step_metrics
 from recipe.sent.losses import sent_actor_loss
+from recipe.sent.reproducible_rollouts import PromptOrder
 from recipe.sent.config import SentPolicyLossConfig
 from recipe.sent.selection import REF_FIELD, STEP_FIELDS, step_sent_beta, token_set_metrics
 from recipe.sent.weight_sync_lock import weight_sync_lock
@@ -105,6 +106,17 @@ class SentSyncTrainer(PPOTrainerSync):
         poll_interval = self.config.trainer.v1.get(TRAINER_MODE, {}).get("poll_interval_s", None)
         if poll_interval is not None:
             buffer.poll_interval = float(poll_interval)
+        # verl's buffer returns a step's trajectories in the order they finished; they go back in the prompts' order
+        # (recipe/sent/reproducible_rollouts.py), so a seed fills the same mini-batches in every run
+        self.prompt_order = PromptOrder()
+        sample = buffer.sample
+
+        def sample_in_prompt_order(*args, **kwargs):
+            batch, metrics = sample(*args, **kwargs)
+            self.prompt_order.sort(batch)
+            return batch, metrics
+
+        buffer.sample = sample_in_prompt_order
         return buffer
 
     def on_init_end(self):
@@ -118,6 +130,19 @@ class SentSyncTrainer(PPOTrainerSync):
                                  if se_config is not None and se_config.get("enable", False) else None)
         self._sync_weights_one_at_a_time()
         super().on_init_end()  # its first update_weights already goes through the lock
+
+    def fit(self, agent_loop_manager):
+        """Every batch of prompts goes to the agent loops through `generate_sequences` (training, refills,
+        validation), in the dataloader's order: `self.prompt_order` remembers it for the replay buffer's batches."""
+        generate = agent_loop_manager.generate_sequences
+
+        def generate_recording_order(prompts, *args, **kwargs):
+            if "uid" in prompts.keys():
+                self.prompt_order.record(prompts["uid"])
+            return generate(prompts, *args, **kwargs)
+
+        agent_loop_manager.generate_sequences = generate_recording_order
+        return super().fit(agent_loop_manager)
 
     def _sync_weights_one_at_a_time(self) -> None:
         """Every update_weights of this training holds the host's weight-sync lock (`recipe.sent.weight_sync_lock`:

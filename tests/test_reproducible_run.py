@@ -1,0 +1,153 @@
+"""A seed gives the same run (docs/lab.md, Reproducibility): the same command trained twice on the CPU logs the same
+metrics at every step, bitwise, and samples the same answers; and the pieces that make it so
+(`recipe/sent/reproducible_rollouts.py`): a sampling seed per request, the step batch in the prompts' order."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from recipe.drivers.launch import TrainingRun, train
+from recipe.sent.reproducible_rollouts import AGENT_LOOP_NAME, SEED_BITS, PromptOrder, SeededSingleTurnAgentLoop, \
+    request_seed
+
+REPO = Path(__file__).resolve().parents[1]
+# what a seed does not fix: wall-clock times and what is derived from them (throughput, MFU), and the processes'
+# memory (`actor/perf/cpu_memory_used_gb`: 8.64 vs 10.34 GB in two runs of the same command on a busy machine)
+NOT_SEEDED = ("timing_s/", "timing_per_token_ms/", "perf/", "actor/perf/", "agent_loop/generate_sequences/",
+              "agent_loop/slowest/", "agent_loop/tool_calls/", "agent_loop/compute_score/")
+
+
+# ---- the seed of a request -------------------------------------------------------------------------------------
+MESSAGES = [{"role": "user", "content": "What is 2 + 3?"}]
+
+
+def test_a_request_seed_is_stable_and_depends_on_each_of_its_parts():
+    seed = request_seed(0, 1, 7, MESSAGES, 0)
+    # the same parts in another form (numpy scalars and arrays, as verl's dataloader hands them): the same seed
+    assert request_seed(np.int64(0), np.int64(1), np.int64(7), np.array(MESSAGES, dtype=object), 0) == seed
+    assert 0 <= seed < 2 ** SEED_BITS
+    # a fixed value in every process: a hash of its parts (blake2b), not Python's per-process salted hash()
+    # (PYTHONHASHSEED differs between Ray's workers)
+    assert seed == 8370130466712613853
+    others = {request_seed(1, 1, 7, MESSAGES, 0), request_seed(0, 2, 7, MESSAGES, 0),
+              request_seed(0, 1, 8, MESSAGES, 0), request_seed(0, 1, 7, [{"role": "user", "content": "2 + 4?"}], 0),
+              request_seed(0, 1, 7, MESSAGES, 1)}
+    assert seed not in others and len(others) == 5
+
+
+# ---- the recipe's config selects the seeded agent loop, and verl can load it --------------------------------
+def test_the_recipe_samples_through_the_seeded_agent_loop(recipe_config):
+    """The composed config names the seeded loop; its file is what verl's agent-loop worker loads
+    (`resolve_config_path` + `OmegaConf.load`, `verl/experimental/agent_loop/agent_loop.py` ~534-539); main_sent
+    anchors the relative path to the checkout; the loop is verl's single-turn loop."""
+    from hydra.utils import get_class
+    from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
+    from verl.utils.import_utils import resolve_config_path
+
+    from recipe.sent.main_sent import anchor_agent_loop_config
+
+    cfg = recipe_config()
+    agent = cfg.actor_rollout_ref.rollout.agent
+    assert agent.default_agent_loop == AGENT_LOOP_NAME
+    anchor_agent_loop_config(cfg)
+    path = Path(agent.agent_loop_config_path)
+    assert path.is_absolute() and path == REPO / "recipe" / "sent" / "agent_loops.yaml"
+    entries = {entry.name: entry for entry in OmegaConf.load(resolve_config_path(str(path)))}
+    assert get_class(entries[AGENT_LOOP_NAME]["_target_"]) is SeededSingleTurnAgentLoop
+    assert issubclass(SeededSingleTurnAgentLoop, SingleTurnAgentLoop)
+
+
+# ---- the step batch in the prompts' order ------------------------------------------------------------------------
+def test_the_replay_buffers_batch_goes_back_into_the_prompts_order():
+    """Trajectories as they finished (verl's keys `{uid}_{session}_{index}`) come back in submission order, then
+    answer, then turn; the tags travel with their keys; a sorted prompt is forgotten."""
+    from transfer_queue import KVBatchMeta
+
+    order = PromptOrder()
+    order.record(["b-uid", "a-uid"])  # submitted: b first (uids are random uuid4s in verl)
+    finished = ["a-uid_1_0", "b-uid_1_0", "a-uid_0_0", "b-uid_0_1", "b-uid_0_0"]
+    batch = KVBatchMeta(partition_id="train", keys=list(finished), tags=[{"k": key} for key in finished])
+    order.sort(batch)
+    assert batch.keys == ["b-uid_0_0", "b-uid_0_1", "b-uid_1_0", "a-uid_0_0", "a-uid_1_0"]
+    assert [tag["k"] for tag in batch.tags] == batch.keys
+    assert order.sort_key("b-uid_0_0")[0] == math.inf  # forgotten once sampled
+    order.record(["c-uid"])
+    assert order.sort_key("c-uid_0_0")[0] == 2  # positions keep counting
+
+
+# ---- end to end: the same command twice --------------------------------------------------------------------------
+def metric_differences(first: dict[int, dict], second: dict[int, dict]) -> list[str]:
+    """Every logged metric of every step (validation's step 0 included) equal bitwise, except NOT_SEEDED."""
+    problems = []
+    if sorted(first) != sorted(second):
+        return [f"logged steps {sorted(first)} vs {sorted(second)}"]
+    for step in sorted(first):
+        a, b = first[step], second[step]
+        keys = sorted(key for key in set(a) | set(b) if not key.startswith(NOT_SEEDED))
+        differ = {key: (a.get(key), b.get(key)) for key in keys if a.get(key) != b.get(key)}
+        if differ:
+            problems.append(f"step {step}: {len(differ)} of {len(keys)} metrics differ, e.g. "
+                            f"{dict(list(sorted(differ.items()))[:6])}")
+    return problems
+
+
+def logged_steps(run: TrainingRun) -> dict[int, dict]:
+    steps: dict[int, dict] = {}
+    for entry in run.metrics():
+        steps.setdefault(entry["step"], {}).update(entry["data"])
+    return steps
+
+
+def rollouts(out: Path, step: int) -> list[tuple]:
+    """The step's dumped answers as (prompt, answer number, turn, answer, score), sorted: verl dumps them sorted by
+    their random uids (`_log_rollout_data`), so the dump's order is not the run's."""
+    dumped = pd.read_json(out / "rollouts" / f"{step}.jsonl", lines=True)
+    rows = []
+    for key, prompt, answer, score in zip(dumped["uid"], dumped["input"], dumped["output"], dumped["score"]):
+        _, session, index = str(key).rsplit("_", 2)
+        rows.append((prompt, int(session), int(index), answer, score))
+    return sorted(rows)
+
+
+@pytest.mark.slow
+def test_the_same_command_twice_gives_the_same_run(gpu_check_cpu_form, tmp_path):
+    """`make gpu-check`'s training (the run the CPU end-to-end tests read: 2 tiny preset=sent steps, validation
+    first, a checkpoint each step) trained again with the same command, only its output folders elsewhere: the same
+    metrics at steps 0 (validation), 1 and 2, bitwise (timings, throughput and memory aside: NOT_SEEDED), and the
+    same answers with the same scores. The two answers to each prompt differ (each request has its own seed, not one
+    for all). One training more than the CPU suite already runs (~1.5 min; 101 s on a busy 2-core machine)."""
+    assert gpu_check_cpu_form["returncode"] == 0, gpu_check_cpu_form["stdout"][-4000:]
+    first_out = gpu_check_cpu_form["out"] / "train"
+    first = TrainingRun(out_dir=first_out, log=first_out / "train.log", metrics_file=first_out / "metrics.jsonl",
+                        seconds=0.0)
+    command = first.log.read_text().splitlines()[0].split(" ")  # launch.train writes " ".join(command)
+    overrides = command[command.index("recipe.sent.main_sent") + 1:]
+    second_out = tmp_path / "again"
+    moved = {"trainer.default_local_dir": second_out / "checkpoints", "trainer.rollout_data_dir": second_out / "rollouts"}
+    overrides = [f"{key}={moved[key]}" if (key := item.split("=", 1)[0]) in moved else item for item in overrides
+                 if not item.startswith("trainer.logger=")]  # launch.train adds its own (wandb only logs)
+    second = train(overrides, second_out, timeout_s=900, echo=lambda _: None)
+
+    assert metric_differences(logged_steps(first), logged_steps(second)) == []
+    assert sorted(logged_steps(second)) == [0, 1, 2]
+    for step in (1, 2):
+        assert rollouts(first_out, step) == rollouts(second_out, step)
+        answers: dict[str, list[str]] = {}
+        for prompt, _, _, answer, _ in rollouts(first_out, step):
+            answers.setdefault(prompt, []).append(answer)
+        assert all(len(set(group)) == len(group) for group in answers.values()), answers
+
+
+def test_the_comparison_finds_a_changed_metric_and_ignores_timings():
+    a = {1: {"critic/score/mean": 0.25, "timing_s/gen": 1.0, "perf/throughput": 9.0}}
+    assert metric_differences(a, {1: {**a[1], "timing_s/gen": 2.0, "perf/throughput": 3.0}}) == []
+    nudged = {1: {**a[1], "critic/score/mean": math.nextafter(0.25, 1.0)}}
+    assert metric_differences(a, nudged) == [
+        f"step 1: 1 of 1 metrics differ, e.g. {{'critic/score/mean': (0.25, {math.nextafter(0.25, 1.0)!r})}}"]
+    assert metric_differences(a, {2: a[1]}) == ["logged steps [1] vs [2]"]
