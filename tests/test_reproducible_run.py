@@ -43,7 +43,7 @@ def test_a_request_seed_is_stable_and_depends_on_each_of_its_parts():
 
 # ---- the recipe's config selects the seeded agent loop, and verl can load it --------------------------------
 def test_the_recipe_samples_through_the_seeded_agent_loop(recipe_config):
-    """The composed config names the seeded loop; its file is what verl's agent-loop worker loads
+    """machine=cpu's config names the seeded loop; its file is what verl's agent-loop worker loads
     (`resolve_config_path` + `OmegaConf.load`, `verl/experimental/agent_loop/agent_loop.py` ~534-539); main_sent
     anchors the relative path to the checkout; the loop is verl's single-turn loop."""
     from hydra.utils import get_class
@@ -52,9 +52,11 @@ def test_the_recipe_samples_through_the_seeded_agent_loop(recipe_config):
 
     from recipe.sent.main_sent import anchor_agent_loop_config
 
-    cfg = recipe_config()
+    cfg = recipe_config(["machine=cpu"])
     agent = cfg.actor_rollout_ref.rollout.agent
     assert agent.default_agent_loop == AGENT_LOOP_NAME
+    # a GPU run keeps verl's unseeded loop until the seeded one's cost is measured there
+    assert recipe_config().actor_rollout_ref.rollout.agent.default_agent_loop == "single_turn_agent"
     anchor_agent_loop_config(cfg)
     path = Path(agent.agent_loop_config_path)
     assert path.is_absolute() and path == REPO / "recipe" / "sent" / "agent_loops.yaml"
