@@ -266,6 +266,8 @@ def test_an_entropy_bonus_dose_starts_from_the_variants_own_coefficient(recipe_c
                                   tmp_path / "e.parquet", tmp_path / "point", cfg, "cpu")
     actor = recipe_config(overrides).actor_rollout_ref.actor
     assert actor.entropy_coeff == pytest.approx(0.1) and actor.policy_loss.loss_mode == "vanilla"
+    assert [item for item in overrides if item.startswith("actor_rollout_ref.actor.entropy_coeff")] == [
+        "actor_rollout_ref.actor.entropy_coeff=0.1"]
     # grpo's own coefficient is the recipe's default (configs/sent_trainer.yaml), 0
     both = LabConfig.from_config({"variants": ["kl_cov"], "doses": {"grpo": {"entropy_coeff": [0.01]},
                                                                      "sent": {"kl_scale": [10]}}})

@@ -275,7 +275,10 @@ class LabConfig(TypedConfig):
                     if dose_point_name(variant, knob, value) == name:
                         base = VARIANTS[variant]
                         extra = DOSE_KNOBS[knob].overrides(value, base)
-                        return Variant(base.preset, (*base.overrides, *extra), f"{variant} with {knob}={value}")
+                        # the knob's keys replace the variant's own (its entropy_coeff=0.001 is not kept beside)
+                        keys = {item.split("=", 1)[0] for item in extra}
+                        kept = tuple(item for item in base.overrides if item.split("=", 1)[0] not in keys)
+                        return Variant(base.preset, (*kept, *extra), f"{variant} with {knob}={value}")
         raise KeyError(name)
 
     def data_source(self) -> str:
