@@ -127,7 +127,11 @@ def plot_dose_response(points: dict[str, list[tuple]], path: str | Path, accurac
                             fontsize=6)
             ax.set_xticks(range(len(points[knob])), [str(entry[0]) for entry in points[knob]])
             ax.set_xlim(-0.5, len(points[knob]) - 0.5)
-            ax.set_title(f"{label} vs {knob}" if row == 0 else label, fontsize=9)
+            means = [entry[index].mean for entry in points[knob] if entry[index] is not None and entry[index].mean > 0]
+            if row == 0 and means and max(means) > 20 * min(means):  # a blown-up point would flatten the others
+                ax.set_yscale("log")
+            ax.set_ylabel(label, fontsize=8)
+            ax.set_title(knob if row == 0 else "", fontsize=9)
             ax.set_xlabel(knob if row == 1 else "")
             ax.grid(alpha=0.3)
             if reference and column == 0:
