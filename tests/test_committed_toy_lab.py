@@ -7,29 +7,15 @@ say: 3 of 3 seeds on the reference build (docs/lab/toy/), 1 of 3 on an unpinned 
 
 from __future__ import annotations
 
-import gzip
-import shutil
 from pathlib import Path
 
 import pytest
 
+from recipe.drivers.lab_archive import unpack
 from recipe.drivers.lab_config import LabConfig
 from recipe.drivers.lab_report import build_report
 
 LAB = Path(__file__).resolve().parents[1] / "docs" / "lab" / "toy"
-
-
-def _unpacked(lab: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "lab"
-    for path in (lab / "runs").rglob("*"):
-        if path.is_file():
-            target = out / path.relative_to(lab / "runs")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if path.suffix == ".gz":
-                target.with_suffix("").write_bytes(gzip.decompress(path.read_bytes()))
-            else:
-                shutil.copy(path, target)
-    return out
 
 
 def _table_rows(text: str) -> list[str]:
@@ -52,7 +38,7 @@ TOY_8UPDATES = {"regime_name": "toy_8updates", "variants": ["grpo", "clip_higher
 def test_the_committed_report_rebuilds_from_the_committed_runs_with_grpos_collapse(lab, config, grpo_collapse,
                                                                                    tmp_path):
     cfg = LabConfig.from_config({"model": "toy", **config})
-    report = build_report(_unpacked(lab, tmp_path), cfg.run_variants(), cfg.seeds, cfg.ks, cfg.last_steps,
+    report = build_report(unpack(lab, tmp_path / "lab"), cfg.run_variants(), cfg.seeds, cfg.ks, cfg.last_steps,
                           cfg.reward_target, dose=cfg.dose_points())
     rebuilt, committed = report.read_text(), (lab / "report.md").read_text()
     assert _table_rows(rebuilt) == _table_rows(committed)

@@ -3,14 +3,13 @@ finished runs, and archiving twice gives the same bytes."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import shutil
 from pathlib import Path
 
 import pandas as pd
 
-from recipe.drivers.lab_archive import archive
+from recipe.drivers.lab_archive import archive, unpack
 from recipe.drivers.lab_config import LabConfig
 from recipe.drivers.lab_report import build_report
 
@@ -42,18 +41,6 @@ def _lab(out: Path) -> LabConfig:
     return cfg
 
 
-def _unpacked(docs: Path, target: Path) -> Path:
-    for path in (docs / "runs").rglob("*"):
-        if path.is_file():
-            place = target / path.relative_to(docs / "runs")
-            place.parent.mkdir(parents=True, exist_ok=True)
-            if path.suffix == ".gz":
-                place.with_suffix("").write_bytes(gzip.decompress(path.read_bytes()))
-            else:
-                shutil.copy(path, place)
-    return target
-
-
 def test_the_archive_rebuilds_the_report_of_its_finished_runs(tmp_path):
     out, docs = tmp_path / "lab", tmp_path / "docs"
     cfg = _lab(out)
@@ -66,7 +53,7 @@ def test_the_archive_rebuilds_the_report_of_its_finished_runs(tmp_path):
     shutil.rmtree(out / "entropy_bonus@entropy_coeff_0.01" / "seed1")
     args = (cfg.run_variants(), cfg.seeds, cfg.ks, cfg.last_steps, cfg.reward_target)
     original = build_report(out, *args, dose=cfg.dose_points()).read_text()
-    rebuilt = build_report(_unpacked(docs, tmp_path / "rebuilt"), *args, dose=cfg.dose_points()).read_text()
+    rebuilt = build_report(unpack(docs, tmp_path / "rebuilt"), *args, dose=cfg.dose_points()).read_text()
     assert rebuilt == original and "entropy_bonus@entropy_coeff_0.01 | done" not in original
     archive(out, docs)  # now with the report and its figures
     assert (docs / "report.md").read_text() == original and (docs / "dose_response.png").exists()

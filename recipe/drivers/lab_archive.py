@@ -59,6 +59,20 @@ def archive(out: Path, docs: Path) -> tuple[list[str], list[str]]:
     return archived, unfinished
 
 
+def unpack(docs: Path, out: Path) -> Path:
+    """The inverse of `archive` for its runs: `docs/runs/` back into a lab folder `out` (gzip undone), which
+    `lab_report.build_report` reads as it read the lab's own."""
+    for path in (docs / "runs").rglob("*"):
+        if path.is_file():
+            target = out / path.relative_to(docs / "runs")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if path.suffix == ".gz":
+                target.with_suffix("").write_bytes(gzip.decompress(path.read_bytes()))
+            else:
+                shutil.copyfile(path, target)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="the lab's output folder")
