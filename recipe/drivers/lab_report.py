@@ -331,14 +331,14 @@ def build_report(out: Path, variants: dict[str, Variant], seeds: list[int], ks: 
         lines += ["", "Dose-response (`dose_response.png`): " + "; ".join(
             f"{knob}: " + ", ".join(f"{value} ({name})" for value, name in points) for knob, points in dose.items())
             + ". Each point is a row above."]
-        plot_dose_response({knob: [(value, across(name, "entropy_ratio"),
-                                    _percent(heldout[name][0].get(f"avg@{ks[0]}")) if name in heldout else None)
-                                   for value, name in points if name in per_run]
+        def collapse_and_accuracy(name: str) -> tuple:
+            return (across(name, "entropy_ratio"),
+                    _percent(heldout[name][0].get(f"avg@{ks[0]}")) if name in heldout else None)
+
+        plot_dose_response({knob: [(value, *collapse_and_accuracy(name)) for value, name in points if name in per_run]
                             for knob, points in dose.items()},
                            out / "dose_response.png", f"avg@{ks[0]}",
-                           reference={name: (across(name, "entropy_ratio"),
-                                             _percent(heldout[name][0].get(f"avg@{ks[0]}")) if name in heldout else None)
-                                      for name in ("grpo",) if name in per_run})
+                           reference={"grpo": collapse_and_accuracy("grpo")} if "grpo" in per_run else None)
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
     plot_variant_curves(runs, CURVE_PANELS, out / "curves.png",
