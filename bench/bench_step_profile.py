@@ -171,7 +171,39 @@ def run_config(name: str, extra: list[str], model: Path, data: Path, tmp: Path, 
             "wall_s": time.time() - started,
             "load": load, "startup_s": logged[1] - first["timing_s/step"] - started,
             "step1_s": first["timing_s/step"], "cpu_per_step": cpu,
-            "response_length": statistics.median(step_series(entries, "response_length/mean")[1])}
+            "response_length": statistics.median(step_series(entries, "response_length/mean")[1]),
+            "step1": computed_metrics(first)}
+
+
+# what a step computes, as opposed to how long it takes: the step-1 check compares these across columns
+NOT_COMPUTED = ("timing_s/", "timing_per_token_ms/", "perf/", "actor/perf/", "training/global_step", "training/epoch")
+
+
+def computed_metrics(data: dict) -> dict[str, float]:
+    """A logged step's numeric metrics, less timings and throughput."""
+    return {k: float(v) for k, v in data.items()
+            if isinstance(v, (int, float)) and not k.startswith(NOT_COMPUTED)}
+
+
+def step1_check(merged: dict[str, dict]) -> list[str]:
+    """Step 1's rollouts come from the same initial model and, with per-answer seeds, are the same tokens in every
+    column; so a change that only moves time leaves step 1's metrics equal up to float round-off. One line per
+    column: the largest relative difference from the first column's first round, and where it is."""
+    names = list(merged)
+    reference = merged[names[0]]["step1"][0] if merged[names[0]]["step1"] else None
+    if reference is None:
+        return []
+    lines = ["", "Step 1's metrics against the first column's (largest relative difference over every logged metric "
+             "but timings; the same sampled tokens give round-off only):", ""]
+    for name in names:
+        for k, run in enumerate(merged[name]["step1"]):
+            diffs = {key: abs(run[key] - value) / max(abs(value), 1e-8)
+                     for key, value in reference.items() if key in run}
+            worst = max(diffs, key=diffs.get)
+            same_tokens = run.get("response_length/mean") == reference.get("response_length/mean")
+            lines.append(f"- {name} round {k + 1}: {diffs[worst]:.2e} ({worst}); "
+                         f"{len(diffs)} metrics; response lengths {'equal' if same_tokens else 'differ'}")
+    return lines
 
 
 def merge_runs(runs: list[dict]) -> dict[str, dict]:
@@ -179,8 +211,10 @@ def merge_runs(runs: list[dict]) -> dict[str, dict]:
     for run in runs:
         entry = merged.setdefault(run["name"], {"overrides": run["overrides"], "code": run.get("code"), "timings": {},
                                                 "loads": [], "startup_s": [], "step1_s": [], "response_length": [],
-                                                "cpu_per_step": {}, "cpu_total": []})
+                                                "cpu_per_step": {}, "cpu_total": [], "step1": []})
         entry["loads"].append(run["load"])
+        if run.get("step1"):
+            entry["step1"].append(run["step1"])
         for key, values in run["timings"].items():
             entry["timings"].setdefault(key, []).extend(values)
         for key in ("startup_s", "step1_s", "response_length"):
@@ -250,6 +284,7 @@ def table(merged: dict[str, dict], steps: int, preset: str, model: str = "tiny",
             lines.append(f"| {title} | " + " | ".join(
                 f"{statistics.median(merged[n]['cpu_per_step'][title]):.2f}" if title in merged[n]["cpu_per_step"]
                 else "–" for n in names) + " |")
+    lines += step1_check(merged)
     lines += ["", "Overrides per column:", ""]
     lines += [f"- {n}: `{' '.join(merged[n]['overrides']) or '(none)'}`"
               + (f", code of {merged[n]['code']}" if merged[n].get("code") else "") for n in names]

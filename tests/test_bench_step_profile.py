@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.bench_step_profile import CpuSampler, merge_runs, process_title, table
+from bench.bench_step_profile import CpuSampler, computed_metrics, merge_runs, process_title, table
 
 
 @pytest.mark.parametrize("name, cmdline, title", [
@@ -51,3 +51,18 @@ def test_the_table_merges_rounds_and_compares_with_the_first_column():
     assert "| all | 7.50 | 4.00 |" in lines  # per round: 7.0 and 8.0 -> median 7.5
     assert "| VLLM::Worker | 2.00 | – |" in lines
     assert "- before: `(none)`, code of /old" in lines and "- after: `a=b`" in lines
+
+
+def test_step_one_is_compared_across_columns_without_timings():
+    """The check that a speed change leaves what a step computes alone: the largest relative difference of step 1's
+    metrics from the first column's first round, timings and throughput left out."""
+    reference = {"actor/pg_loss": 0.002, "response_length/mean": 33.25, "critic/score/mean": -0.5}
+    runs = [{**_run("before", [10.0], 50.0, {}), "step1": reference},
+            {**_run("after", [8.0], 50.0, {}), "step1": {**reference, "actor/pg_loss": 0.002002}},
+            {**_run("other", [8.0], 50.0, {}), "step1": {**reference, "response_length/mean": 33.0}}]
+    lines = table(merge_runs(runs), steps=3, preset="grpo", model="toy").splitlines()
+    assert "- before round 1: 0.00e+00 (actor/pg_loss); 3 metrics; response lengths equal" in lines
+    assert "- after round 1: 1.00e-03 (actor/pg_loss); 3 metrics; response lengths equal" in lines
+    assert "- other round 1: 7.52e-03 (response_length/mean); 3 metrics; response lengths differ" in lines
+    assert computed_metrics({"timing_s/gen": 1.0, "perf/throughput": 2.0, "actor/entropy": 0.1, "note": "x"}) == {
+        "actor/entropy": 0.1}

@@ -12,15 +12,14 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
+from recipe.drivers import same_run
 from recipe.drivers.launch import TrainingRun, train
+from recipe.drivers.same_run import metric_differences
 from recipe.sent.reproducible_rollouts import AGENT_LOOP_NAME, SEED_BITS, PromptOrder, SeededSingleTurnAgentLoop, \
     request_seed
 
 REPO = Path(__file__).resolve().parents[1]
-# what a seed does not fix: wall-clock times and what is derived from them (throughput, MFU), and the processes'
-# memory (`actor/perf/cpu_memory_used_gb`: 8.64 vs 10.34 GB in two runs of the same command on a busy machine)
-NOT_SEEDED = ("timing_s/", "timing_per_token_ms/", "perf/", "actor/perf/", "agent_loop/generate_sequences/",
-              "agent_loop/slowest/", "agent_loop/tool_calls/", "agent_loop/compute_score/")
+
 
 
 # ---- the seed of a request -------------------------------------------------------------------------------------
@@ -84,26 +83,8 @@ def test_the_replay_buffers_batch_goes_back_into_the_prompts_order():
 
 
 # ---- end to end: the same command twice --------------------------------------------------------------------------
-def metric_differences(first: dict[int, dict], second: dict[int, dict]) -> list[str]:
-    """Every logged metric of every step (validation's step 0 included) equal bitwise, except NOT_SEEDED."""
-    problems = []
-    if sorted(first) != sorted(second):
-        return [f"logged steps {sorted(first)} vs {sorted(second)}"]
-    for step in sorted(first):
-        a, b = first[step], second[step]
-        keys = sorted(key for key in set(a) | set(b) if not key.startswith(NOT_SEEDED))
-        differ = {key: (a.get(key), b.get(key)) for key in keys if a.get(key) != b.get(key)}
-        if differ:
-            problems.append(f"step {step}: {len(differ)} of {len(keys)} metrics differ, e.g. "
-                            f"{dict(list(sorted(differ.items()))[:6])}")
-    return problems
-
-
 def logged_steps(run: TrainingRun) -> dict[int, dict]:
-    steps: dict[int, dict] = {}
-    for entry in run.metrics():
-        steps.setdefault(entry["step"], {}).update(entry["data"])
-    return steps
+    return same_run.logged_steps(run.metrics_file)
 
 
 def rollouts(out: Path, step: int) -> list[tuple]:
@@ -153,3 +134,26 @@ def test_the_comparison_finds_a_changed_metric_and_ignores_timings():
     assert metric_differences(a, nudged) == [
         f"step 1: 1 of 1 metrics differ, e.g. {{'critic/score/mean': (0.25, {math.nextafter(0.25, 1.0)!r})}}"]
     assert metric_differences(a, {2: a[1]}) == ["logged steps [1] vs [2]"]
+
+
+def test_same_run_reads_a_run_folder_or_the_labs_gzipped_archive_and_says_where_two_runs_part(tmp_path, capsys):
+    import gzip
+    import json
+
+    steps = [{"step": 1, "data": {"critic/score/mean": 0.25, "timing_s/gen": 1.0}},
+             {"step": 2, "data": {"critic/score/mean": 0.5}}]
+    text = "".join(json.dumps(entry) + "\n" for entry in steps)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "metrics.jsonl").write_text(text)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "metrics.jsonl.gz").write_bytes(gzip.compress(text.replace("1.0}", "3.0}").encode()))
+    assert same_run.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert "the same run: 2 steps (1..2), 2 metrics, equal bitwise" in capsys.readouterr().out
+    (tmp_path / "c.jsonl").write_text(text.replace("0.5}", "0.75}"))
+    assert same_run.main([str(tmp_path / "a"), str(tmp_path / "c.jsonl")]) == 1
+    assert capsys.readouterr().out.startswith("step 2: 1 of 1 metrics differ, e.g. {'critic/score/mean': (0.5, 0.75)}")
+    (tmp_path / "bad.jsonl").write_text(text + "{not json\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl: line 3 is not a logged step"):
+        same_run.logged_steps(tmp_path / "bad.jsonl")
+    with pytest.raises(FileNotFoundError, match=r"no metrics.jsonl"):
+        same_run.logged_steps(tmp_path / "b" / "..")  # tmp_path: a folder without metrics
