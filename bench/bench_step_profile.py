@@ -59,8 +59,9 @@ def profile_overrides(model: Path, data: Path, out: Path, steps: int, preset: st
             f"data.max_response_length={TOKENS}", f"actor_rollout_ref.actor.ppo_mini_batch_size={PROMPTS}"]
 
 
-def toy_overrides(model: Path, data: Path, out: Path, steps: int, preset: str) -> list[str]:
-    """The toy lab's `grpo` run on seed 0, as `recipe.drivers.lab` trains it, without checkpoints."""
+def toy_overrides(model: Path, data: Path, out: Path, steps: int, preset: str, regime: str = "toy") -> list[str]:
+    """The toy lab's `grpo` run (`preset=sent`: `sent_tokens_only`) on seed 0 in `regime`, as `recipe.drivers.lab`
+    trains it, without checkpoints."""
     from recipe.drivers.lab_config import VARIANTS
     from recipe.drivers.runs import REGIMES, seed_overrides
 
@@ -68,7 +69,16 @@ def toy_overrides(model: Path, data: Path, out: Path, steps: int, preset: str) -
     from verl_ext.toy_task import DATA_SOURCE
 
     return [*training_overrides(model, data, out, steps, "cpu", preset=preset, data_source=DATA_SOURCE),
-            *seed_overrides(0), *REGIMES["toy"].overrides, *variant.overrides]
+            *seed_overrides(0), *REGIMES[regime].overrides, *variant.overrides]
+
+
+def updates_per_step(regime: str) -> int:
+    """Optimizer steps a training step in a toy regime: its prompts over its mini-batch."""
+    from recipe.drivers.runs import REGIMES
+
+    mini = next(int(o.split("=")[1]) for o in REGIMES[regime].overrides
+                if o.startswith("actor_rollout_ref.actor.ppo_mini_batch_size="))
+    return TOY_PROMPTS // mini
 
 
 def toy_data(path: Path) -> Path:
@@ -150,12 +160,13 @@ def settle(below: float = 1.5, wait_s: float = 60.0) -> float:
 
 
 def run_config(name: str, extra: list[str], model: Path, data: Path, tmp: Path, steps: int, preset: str,
-               toy: bool = False, code: Path | None = None) -> dict:
+               toy: bool = False, code: Path | None = None, regime: str = "toy") -> dict:
     out = tmp / f"{re.sub(r'[^A-Za-z0-9_.+-]', '_', name)}-{time.time_ns()}"  # the path goes into Hydra overrides
     load = settle()
     started = time.time()
     logged: dict[int, float] = {}
-    overrides = (toy_overrides if toy else profile_overrides)(model, data, out, steps, preset)
+    overrides = (toy_overrides(model, data, out, steps, preset, regime) if toy
+                 else profile_overrides(model, data, out, steps, preset))
     with CpuSampler() as sampler:
         entries = train([*overrides, *extra], out, timeout_s=1800, total_steps=steps, echo=lambda _: None,
                         on_step=lambda step, _: logged.setdefault(step, time.time()),
@@ -176,6 +187,7 @@ def run_config(name: str, extra: list[str], model: Path, data: Path, tmp: Path, 
 
 
 # what a step computes, as opposed to how long it takes: the step-1 check compares these across columns
+STEP1_ROUND_OFF = 1e-4  # relative: fp32 sums in another order stay far below it
 NOT_COMPUTED = ("timing_s/", "timing_per_token_ms/", "perf/", "actor/perf/", "training/global_step", "training/epoch")
 
 
@@ -193,16 +205,18 @@ def step1_check(merged: dict[str, dict]) -> list[str]:
     reference = merged[names[0]]["step1"][0] if merged[names[0]]["step1"] else None
     if reference is None:
         return []
-    lines = ["", "Step 1's metrics against the first column's (largest relative difference over every logged metric "
-             "but timings; the same sampled tokens give round-off only):", ""]
+    lines = ["", "Step 1's metrics against the first column's first round (every logged metric but timings, "
+             "throughput and memory; the same sampled tokens give round-off only):", ""]
     for name in names:
         for k, run in enumerate(merged[name]["step1"]):
             diffs = {key: abs(run[key] - value) / max(abs(value), 1e-8)
-                     for key, value in reference.items() if key in run}
-            worst = max(diffs, key=diffs.get)
+                     for key, value in computed_metrics(reference).items() if key in run}
+            beyond = sorted(key for key, diff in diffs.items() if diff > STEP1_ROUND_OFF)
             same_tokens = run.get("response_length/mean") == reference.get("response_length/mean")
-            lines.append(f"- {name} round {k + 1}: {diffs[worst]:.2e} ({worst}); "
-                         f"{len(diffs)} metrics; response lengths {'equal' if same_tokens else 'differ'}")
+            lines.append(f"- {name} round {k + 1}: {sum(d == 0 for d in diffs.values())} of {len(diffs)} equal "
+                         f"bitwise, largest relative difference {max(diffs.values()):.1e}; response lengths "
+                         f"{'equal' if same_tokens else 'differ'}; beyond {STEP1_ROUND_OFF:g}: "
+                         + (", ".join(f"{key} {diffs[key]:.1e}" for key in beyond) or "none"))
     return lines
 
 
@@ -248,11 +262,13 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def table(merged: dict[str, dict], steps: int, preset: str, model: str = "tiny", cpu_rows: int = 10) -> str:
+def table(merged: dict[str, dict], steps: int, preset: str, model: str = "tiny", cpu_rows: int = 10,
+          regime: str = "toy") -> str:
     names = list(merged)
     base = statistics.median(merged[names[0]]["timings"]["timing_s/step"])
     prompts = TOY_PROMPTS if model == "toy" else PROMPTS
-    updates = "two optimizer steps" if model == "toy" else "one optimizer step"
+    updates = (f"{updates_per_step(regime)} optimizer steps (regime {regime})" if model == "toy"
+               else "one optimizer step")
     lines = [f"Machine: {cpu_name()}, {os.cpu_count()} cores, CPU only (1-min load average as each run started: "
              f"{', '.join(f'{x:.1f}' for m in merged.values() for x in m['loads'])}); `preset={preset}`, "
              f"{model} model, "
@@ -298,7 +314,8 @@ def main() -> None:
     parser.add_argument("--code", action="append", default=[],
                         help="NAME=DIR: config NAME trains with the checkout in DIR (e.g. `git worktree add` of the "
                              "commit before a change)")
-    parser.add_argument("--preset", default="grpo")
+    parser.add_argument("--preset", default="grpo", help="grpo, or sent (the lab's sent_tokens_only with --model toy)")
+    parser.add_argument("--regime", default="toy", help="--model toy: the lab regime (runs.REGIMES)")
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--json", help="also write the raw timings here")
@@ -326,10 +343,10 @@ def main() -> None:
                 for name, extra in configs:
                     print(f"{name} (round {round_index + 1}/{args.rounds})", flush=True)
                     runs.append(run_config(name, extra, model, data, Path(tmp), args.steps, args.preset, toy,
-                                           code.get(name)))
+                                           code.get(name), args.regime))
                     if args.json:
                         Path(args.json).write_text(json.dumps({"runs": runs}, indent=1))
-    body = table(merge_runs(runs), args.steps, args.preset, args.model)
+    body = table(merge_runs(runs), args.steps, args.preset, args.model, regime=args.regime)
     print(body)
     if args.write:
         write_section(args.block, body)

@@ -44,7 +44,7 @@ def test_the_table_merges_rounds_and_compares_with_the_first_column():
             _run("before", [11.0, 13.0], 56.0, {"ray::WorkerDict": 6.0, "VLLM::Worker": 2.0})]
     text = table(merge_runs(runs), steps=3, preset="grpo", model="toy")
     lines = text.splitlines()
-    assert "32 prompts x 8 answers" in lines[0] and "two optimizer steps" in lines[0]
+    assert "32 prompts x 8 answers" in lines[0] and "2 optimizer steps (regime toy)" in lines[0]
     assert "| start-up (launch to step 1) | 53.00 (50.00-56.00) | 54.00 (54.00-54.00) |" in lines
     assert "| timing_s/step | 11.50 (10.00-13.00) | 8.50 (8.00-9.00) |" in lines
     assert "| step vs first column | 1.00x | 0.74x |" in lines
@@ -61,8 +61,11 @@ def test_step_one_is_compared_across_columns_without_timings():
             {**_run("after", [8.0], 50.0, {}), "step1": {**reference, "actor/pg_loss": 0.002002}},
             {**_run("other", [8.0], 50.0, {}), "step1": {**reference, "response_length/mean": 33.0}}]
     lines = table(merge_runs(runs), steps=3, preset="grpo", model="toy").splitlines()
-    assert "- before round 1: 0.00e+00 (actor/pg_loss); 3 metrics; response lengths equal" in lines
-    assert "- after round 1: 1.00e-03 (actor/pg_loss); 3 metrics; response lengths equal" in lines
-    assert "- other round 1: 7.52e-03 (response_length/mean); 3 metrics; response lengths differ" in lines
+    assert "- before round 1: 3 of 3 equal bitwise, largest relative difference 0.0e+00; response lengths equal; " \
+           "beyond 0.0001: none" in lines
+    assert "- after round 1: 2 of 3 equal bitwise, largest relative difference 1.0e-03; response lengths equal; " \
+           "beyond 0.0001: actor/pg_loss 1.0e-03" in lines
+    assert "- other round 1: 2 of 3 equal bitwise, largest relative difference 7.5e-03; response lengths differ; " \
+           "beyond 0.0001: response_length/mean 7.5e-03" in lines
     assert computed_metrics({"timing_s/gen": 1.0, "perf/throughput": 2.0, "actor/entropy": 0.1, "note": "x"}) == {
         "actor/entropy": 0.1}

@@ -4,6 +4,7 @@ metrics at every step, bitwise, and samples the same answers; and the pieces tha
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -157,3 +158,15 @@ def test_same_run_reads_a_run_folder_or_the_labs_gzipped_archive_and_says_where_
         same_run.logged_steps(tmp_path / "bad.jsonl")
     with pytest.raises(FileNotFoundError, match=r"no metrics.jsonl"):
         same_run.logged_steps(tmp_path / "b" / "..")  # tmp_path: a folder without metrics
+
+
+def test_the_committed_toy_regime_run_twice_is_the_same_run():
+    """docs/lab/toy/reproducibility/: a 24-step toy_8updates run and its repeat with the same seed, equal bitwise in
+    every seeded metric at every step (and so in the held-out evaluation each ended with)."""
+    folder = REPO / "docs" / "lab" / "toy" / "reproducibility"
+    first, second = (same_run.logged_steps(folder / f"run_{x}.metrics.jsonl.gz") for x in "ab")
+    assert sorted(first) == list(range(1, 25))
+    assert metric_differences(first, second) == []
+    assert first[24]["timing_s/step"] != second[24]["timing_s/step"]  # two runs, not one file twice
+    done = [json.loads((folder / f"run_{x}.done.json").read_text()) for x in "ab"]
+    assert done[0]["eval"] == done[1]["eval"] and done[0]["wall_s"] != done[1]["wall_s"]

@@ -6,8 +6,8 @@ verl 0.9.1 loads the actor, reference and critic models with `override_config.at
 
 `use_remove_padding` stays as configured: verl's remove-padding path packs the sequences itself (nested tensors,
 `verl/workers/engine/fsdp/transformer_impl.py`; `flash_attn.bert_padding` is only used when importable,
-`verl/utils/attention_utils.py`) and transformers' sdpa masks packed sequences by their position ids (the CPU
-end-to-end tests train this way). Ulysses sequence parallelism is the exception: verl implements it inside
+`verl/utils/attention_utils.py`) and transformers' sdpa masks packed sequences by their position ids, with a (tokens x
+tokens) mask over the micro-batch (so `machine=cpu` sets it off: padded rows, attention per sequence). Ulysses sequence parallelism is the exception: verl implements it inside
 transformers' flash-attention forward only (`verl/models/transformers/monkey_patch.py`), so it needs flash-attn.
 """
 
