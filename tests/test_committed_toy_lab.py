@@ -25,7 +25,7 @@ def _table_rows(text: str) -> list[str]:
 # the 8-update regime's lab: the controls, the entropy bonus's dose and SENT's (docs/lab/toy/toy_8updates/commands.md)
 TOY_8UPDATES = {"regime_name": "toy_8updates", "variants": ["grpo", "clip_higher", "kl_cov"],
                 "doses": {"entropy_bonus": {"entropy_coeff": [0.01, 0.03, 0.05, 0.07, 0.1, 0.3]},
-                          "sent_tokens_only": {"kl_scale": [100]}}}
+                          "sent_tokens_only": {"kl_scale": [10, 100]}}}
 
 
 @pytest.mark.parametrize("lab, config, grpo_collapse", [
