@@ -145,15 +145,8 @@ class Regime:
 # 24 steps x 32 prompts pass 4 times over the 192 train prompts: the curriculum passes 4 times over each stage.
 # Two toy runs at once on the 2-core CPU: a step's fixed waits (verl's 2 s replay-buffer polls, process start-ups)
 # overlap, about 1.3x the runs per hour (docs/lab/toy/rebuild/README.md: the default toy lab in 97.8 min).
-# Micro-batches at the toy's scale (385-token vocabulary, ~100-token rows; a CPU's padded rows, configs/machine/cpu.yaml):
-# an update's 32 answers in one, a log-prob pass in two of 128. verl's costs are per micro-batch; the logits are
-# small. The loss and gradient are the same at any size; the logged `actor/ppo_kl` and `actor/pg_clipfrac` are means
-# of per-micro-batch means, so they move with it (bench/RESULTS.md, toy step).
-TOY_MICRO_BATCHES = ("actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=32",
-                     "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=128",
-                     "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=128")
 TOY_OVERRIDES = ("data.train_batch_size=32", "actor_rollout_ref.rollout.n=8", "actor_rollout_ref.rollout.temperature=1.0",
-                 "data.curriculum.epochs_per_stage=4", *TOY_MICRO_BATCHES)
+                 "data.curriculum.epochs_per_stage=4")
 REGIMES: dict[str, Regime] = {
     "toy": Regime(steps=24, overrides=(*TOY_OVERRIDES, "actor_rollout_ref.actor.ppo_mini_batch_size=16",
                                        "actor_rollout_ref.actor.optim.lr=5e-4"), cpu_parallel=2),
