@@ -196,13 +196,10 @@ def train_rewards(run: Path | None) -> dict[int, float]:
     """step -> critic/score/mean of the run's metrics.jsonl (the last line of a step wins: a resumed run's redo)."""
     if run is None or not (run / "metrics.jsonl").is_file():
         return {}
-    out = {}
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        if line.strip():
-            entry = json.loads(line)
-            if "critic/score/mean" in entry.get("data", {}):
-                out[int(entry["step"])] = entry["data"]["critic/score/mean"]
-    return out
+    from recipe.drivers.same_run import logged_steps
+
+    return {step: data["critic/score/mean"] for step, data in logged_steps(run / "metrics.jsonl").items()
+            if "critic/score/mean" in data}
 
 
 def malformed_share(run: Path | None, step: int | None) -> float | None:
