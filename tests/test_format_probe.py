@@ -145,3 +145,40 @@ def test_an_actor_checkpoint_is_probed_through_the_merge(initial_model, tmp_path
     assert (merged["kind"], merged["step"], merged["train_reward"]) == ("run", 3, 0.5)
     assert {key: merged[key] for key in ("mean", "median", "min", "share_below_0.5", "n")} == \
         {key: folder[key] for key in ("mean", "median", "min", "share_below_0.5", "n")}
+
+
+def _heldout(folder: Path, answers: list) -> None:
+    (folder / "eval").mkdir(parents=True)
+    (folder / "eval" / "heldout.json").write_text(json.dumps({"problems": [{"index": 0, "answers": answers,
+                                                                             "correct": [False] * len(answers)}]}))
+
+
+@pytest.mark.parametrize("heldout, rollouts, worst, drift", [
+    # (held-out answers, None = unreadable), {step: outputs}, (worst step after 2, its share), drift
+    ([17] * 100, {1: ["\\boxed17}"], 3: ["\\boxed{17}"] * 10}, (3, 0.0), False),  # a step-1 dip is not the drift
+    ([17] * 98 + [None] * 2, {}, (None, None), False),  # 2% unreadable: not above the threshold
+    ([17] * 97 + [None] * 3, {}, (None, None), True),  # 3%, as grpo seed 0 of the committed lab (3.6%)
+    ([17] * 100, {3: ["\\boxed{17}"] * 49 + ["\\boxed17}"], 4: ["\\boxed{1}"] * 19 + ["\\boxed1}"]}, (4, 0.05), True),
+])
+def test_the_screen_reads_a_runs_held_out_and_rollout_format(tmp_path, heldout, rollouts, worst, drift):
+    _heldout(tmp_path, heldout)
+    (tmp_path / "rollouts").mkdir()
+    for step, outputs in rollouts.items():
+        (tmp_path / "rollouts" / f"{step}.jsonl").write_text("".join(json.dumps({"input": "q", "output": text}) + "\n"
+                                                                     for text in outputs))
+    row = format_probe.screen(tmp_path)
+    assert (row["worst_step_after_2"], row["worst_share"]) == worst
+    assert row["drift"] is drift and "last_checkpoint" not in row  # no checkpoints: nothing to probe
+    assert ("| yes |" if drift else "| no |") in format_probe.screen_table([row])
+
+
+def test_the_screen_on_committed_runs_of_the_strict_grader(tmp_path):
+    """Two runs of the committed toy_8updates lab (strict grader, so an unreadable answer is a malformed or missing
+    box): the entropy bonus at 0.1, whose entropy blew up (66% unreadable), shows the drift; grpo seed 0 does not."""
+    from recipe.drivers.lab_archive import unpack
+
+    lab = unpack(REPO / "docs" / "lab" / "toy" / "toy_8updates", tmp_path)
+    blown, kept = (format_probe.screen(lab / "entropy_bonus@entropy_coeff_0.1" / "seed0"),
+                   format_probe.screen(lab / "grpo" / "seed0"))
+    assert blown["drift"] and blown["heldout_format_failures"] == pytest.approx(0.663, abs=5e-4)
+    assert not kept["drift"] and kept["heldout_format_failures"] < format_probe.DRIFT

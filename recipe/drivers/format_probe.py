@@ -2,6 +2,7 @@
 
     python -m recipe.drivers.format_probe <run dir | checkpoints dir | .../global_step_N/actor | HF folder> ...
         [--json out.json] [--per-level 72] [--seed 0]
+    python -m recipe.drivers.format_probe --screen <run> ... [--json screen.json]   # one row a run (`screen`)
 
 Issue 28, section 3. A toy lab run (docs/lab/toy/lr5e-4/, `kl_cov` seed 2) ended writing ``\\boxed232}`` for
 ``\\boxed{33}``: after the ``\\boxed`` token its final model put 0.0003 on ``{``. This module measures that probability
@@ -41,6 +42,10 @@ from pathlib import Path
 BOX = "\\boxed"
 BRACE = "{"
 LOW = 0.5  # a context "lost" the brace when p({) is below this
+# the screen's threshold, fixed before it ran (docs/lab/toy/lr5e-4/format_probe/screen_plan.md): the initial model
+# writes no readable answer in 0.25-0.4% of held-out answers, the committed lab's drifted runs 3.6% to all but all
+DRIFT = 0.02
+SCREEN_AFTER = 2  # rollouts of steps 1-2 are left out: one malformed answer there is a dip the runs recovered from
 STEP_DIR = re.compile(r"^global_step_(\d+)$")
 
 
@@ -250,6 +255,52 @@ def probe(paths: list[Path], per_level: int | None = None, seed: int = 0, log=pr
             "contexts": len(items), "low": LOW, "models": models}
 
 
+def screen(run: Path, probe_last: bool = True, items: list[Context] | None = None) -> dict:
+    """One run of the lenient-grader screen (`--screen`): the share of its final model's held-out answers with no
+    readable final answer (`heldout.format_failures` of `<run>/eval`), the malformed-box share of each dumped step's
+    rollouts (`malformed_share`), p(`{`) of its last checkpoint, and whether it shows the drift: either share above
+    `DRIFT` (rollouts after step `SCREEN_AFTER`)."""
+    from recipe.drivers.heldout import format_failures
+
+    run = Path(run)
+    steps = sorted(int(path.stem) for path in (run / "rollouts").glob("*.jsonl") if path.stem.isdigit())
+    rollouts = {step: share for step in steps if (share := malformed_share(run, step)) is not None}
+    late = {step: share for step, share in rollouts.items() if step > SCREEN_AFTER}
+    worst = max(late, key=late.get) if late else None
+    heldout = format_failures(run / "eval")
+    row = {"run": str(run), "heldout_format_failures": heldout, "rollouts_malformed_box": rollouts,
+           "worst_step_after_%d" % SCREEN_AFTER: worst, "worst_share": late.get(worst),
+           "drift": bool((heldout is not None and heldout > DRIFT) or (worst is not None and late[worst] > DRIFT))}
+    checkpoints = checkpoint_steps(run / "checkpoints")
+    if probe_last and checkpoints:
+        step, actor = checkpoints[-1]
+        from recipe.drivers.hf_merge import merge
+
+        with tempfile.TemporaryDirectory(prefix="format-probe-") as tmp:
+            with contextlib.redirect_stdout(sys.stderr):
+                merged = merge(actor, Path(tmp) / "hf")
+            row["last_checkpoint"] = {"step": step, **probe_hf(merged, items or contexts())}
+    return row
+
+
+def screen_table(rows: list[dict]) -> str:
+    """A markdown table of `screen` rows."""
+    def share(value):
+        return "" if value is None else f"{100 * value:.2f}%"
+
+    lines = [f"| run | held-out answers unreadable | malformed boxes in rollouts, worst step > {SCREEN_AFTER} | "
+             "last checkpoint: mean p({) | share p < 0.5 | drift |", "|---|---:|---:|---:|---:|---|"]
+    for row in rows:
+        last = row.get("last_checkpoint")
+        worst = "" if row["worst_share"] is None else \
+            f"{share(row['worst_share'])} (step {row['worst_step_after_%d' % SCREEN_AFTER]})"
+        mean = "" if last is None else f"{last['mean']:.4f} (step {last['step']})"
+        low = "" if last is None else f"{last['share_below_0.5']:.3f}"
+        lines.append(f"| {row['run']} | {share(row['heldout_format_failures'])} | {worst} | {mean} | {low} | "
+                     f"{'yes' if row['drift'] else 'no'} |")
+    return "\n".join(lines)
+
+
 def write_rollouts(path: Path, tokenizer, items: list[Context]) -> Path:
     """The contexts as a rollout dump (`trainer.rollout_data_dir`'s `input` / `output` rows) for
     `recipe.drivers.merge_check --rollouts`: the chat-templated prompt and the whole reference solution, so the
@@ -299,7 +350,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rollouts-out", type=Path, default=None,
                         help="also write the contexts with their whole reference solutions as a rollout dump, for "
                              "recipe.drivers.merge_check --rollouts (tokenized with the first model's tokenizer)")
+    parser.add_argument("--screen", action="store_true",
+                        help="the paths are run folders: one row each, held-out and rollout format failures, p({) of "
+                             f"the last checkpoint, and whether it shows the drift (a share above {DRIFT:.0%})")
     args = parser.parse_args(argv)
+    if args.screen:
+        items = contexts(args.per_level, args.seed)
+        rows = [screen(path, items=items) for path in args.paths]
+        print(screen_table(rows))
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"threshold": DRIFT, "after_step": SCREEN_AFTER, "runs": rows}, indent=1)
+                                 + "\n")
+        return 0
     try:
         if args.rollouts_out:
             from transformers import AutoTokenizer
