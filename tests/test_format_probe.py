@@ -182,3 +182,7 @@ def test_the_screen_on_committed_runs_of_the_strict_grader(tmp_path):
                    format_probe.screen(lab / "grpo" / "seed0"))
     assert blown["drift"] and blown["heldout_format_failures"] == pytest.approx(0.663, abs=5e-4)
     assert not kept["drift"] and kept["heldout_format_failures"] < format_probe.DRIFT
+    # the screen probes the same last checkpoint through the same merge
+    row = format_probe.screen(run, items=format_probe.contexts(per_level=4))
+    assert row["last_checkpoint"] == {"step": 3, **{key: merged[key] for key in row["last_checkpoint"] if key != "step"}}
+    assert not row["drift"] and "(k = 8)" in format_probe.screen_table([row])  # the untrained level is the lowest

@@ -289,14 +289,17 @@ def screen_table(rows: list[dict]) -> str:
         return "" if value is None else f"{100 * value:.2f}%"
 
     lines = [f"| run | held-out answers unreadable | malformed boxes in rollouts, worst step > {SCREEN_AFTER} | "
-             "last checkpoint: mean p({) | share p < 0.5 | drift |", "|---|---:|---:|---:|---:|---|"]
+             "last checkpoint: mean p({) | share p < 0.5 | lowest level's mean | drift |",
+             "|---|---:|---:|---:|---:|---:|---|"]
     for row in rows:
         last = row.get("last_checkpoint")
         worst = "" if row["worst_share"] is None else \
             f"{share(row['worst_share'])} (step {row['worst_step_after_%d' % SCREEN_AFTER]})"
         mean = "" if last is None else f"{last['mean']:.4f} (step {last['step']})"
         low = "" if last is None else f"{last['share_below_0.5']:.3f}"
-        lines.append(f"| {row['run']} | {share(row['heldout_format_failures'])} | {worst} | {mean} | {low} | "
+        level = "" if last is None else "{1:.4f} (k = {0})".format(*min(last["mean_by_level"].items(),
+                                                                       key=lambda item: item[1]))
+        lines.append(f"| {row['run']} | {share(row['heldout_format_failures'])} | {worst} | {mean} | {low} | {level} | "
                      f"{'yes' if row['drift'] else 'no'} |")
     return "\n".join(lines)
 
