@@ -23,9 +23,11 @@ def _table_rows(text: str) -> list[str]:
 
 
 # the 8-update regime's lab: the controls, the entropy bonus's dose and SENT's (docs/lab/toy/toy_8updates/commands.md)
-TOY_8UPDATES = {"regime_name": "toy_8updates", "variants": ["grpo", "clip_higher", "kl_cov"],
+TOY_8UPDATES = {"regime_name": "toy_8updates",
+                "variants": ["grpo", "clip_higher", "kl_cov", "sent_released_tokens_only"],
                 "doses": {"entropy_bonus": {"entropy_coeff": [0.01, 0.03, 0.05, 0.07, 0.1, 0.3]},
-                          "sent_tokens_only": {"kl_scale": [10, 100]}}}
+                          "sent_tokens_only": {"kl_scale": [10, 100], "low_entropy_fraction": [1.0],
+                                               "kl_target": ["old"]}}}
 
 
 @pytest.mark.parametrize("lab, config, grpo_collapse", [
