@@ -145,6 +145,11 @@ def test_an_actor_checkpoint_is_probed_through_the_merge(initial_model, tmp_path
     assert (merged["kind"], merged["step"], merged["train_reward"]) == ("run", 3, 0.5)
     assert {key: merged[key] for key in ("mean", "median", "min", "share_below_0.5", "n")} == \
         {key: folder[key] for key in ("mean", "median", "min", "share_below_0.5", "n")}
+    # the screen probes the same last checkpoint through the same merge
+    row = format_probe.screen(run, items=format_probe.contexts(per_level=4))
+    assert row["last_checkpoint"] == {"step": 3, **{key: merged[key] for key in row["last_checkpoint"] if key != "step"}}
+    level, value = min(row["last_checkpoint"]["mean_by_level"].items(), key=lambda item: item[1])
+    assert not row["drift"] and f"| {value:.4f} (k = {level}) | no |" in format_probe.screen_table([row])
 
 
 def _heldout(folder: Path, answers: list) -> None:
@@ -182,7 +187,3 @@ def test_the_screen_on_committed_runs_of_the_strict_grader(tmp_path):
                    format_probe.screen(lab / "grpo" / "seed0"))
     assert blown["drift"] and blown["heldout_format_failures"] == pytest.approx(0.663, abs=5e-4)
     assert not kept["drift"] and kept["heldout_format_failures"] < format_probe.DRIFT
-    # the screen probes the same last checkpoint through the same merge
-    row = format_probe.screen(run, items=format_probe.contexts(per_level=4))
-    assert row["last_checkpoint"] == {"step": 3, **{key: merged[key] for key in row["last_checkpoint"] if key != "step"}}
-    assert not row["drift"] and "(k = 8)" in format_probe.screen_table([row])  # the untrained level is the lowest
