@@ -169,6 +169,15 @@ def probe_hf(folder: Path, items: list[Context]) -> dict:
     return summarise(brace_probabilities(model, AutoTokenizer.from_pretrained(folder), items), items)
 
 
+def probe_actor(actor: Path, items: list[Context]) -> dict:
+    """The summary of an actor checkpoint, merged into a temporary folder by `hf_merge` (the merge the lab evaluates)."""
+    from recipe.drivers.hf_merge import merge
+
+    with tempfile.TemporaryDirectory(prefix="format-probe-") as tmp:
+        with contextlib.redirect_stdout(sys.stderr):  # verl's merger prints its progress
+            return probe_hf(merge(actor, Path(tmp) / "hf"), items)
+
+
 # ------------------------------------------------------------------------------------------------ inputs
 def checkpoint_steps(checkpoints: Path) -> list[tuple[int, Path]]:
     """(step, actor folder) of every `global_step_N/actor` under `checkpoints`, by step."""
@@ -230,15 +239,7 @@ def probe(paths: list[Path], per_level: int | None = None, seed: int = 0, log=pr
         kind, run, entries = resolve(path)
         rewards = train_rewards(run)
         for step, model in entries:
-            if kind == "hf":
-                summary = probe_hf(model, items)
-            else:
-                from recipe.drivers.hf_merge import merge
-
-                with tempfile.TemporaryDirectory(prefix="format-probe-") as tmp:
-                    with contextlib.redirect_stdout(sys.stderr):  # verl's merger prints its progress
-                        merged = merge(model, Path(tmp) / "hf")
-                    summary = probe_hf(merged, items)
+            summary = probe_hf(model, items) if kind == "hf" else probe_actor(model, items)
             row = {"path": str(path), "kind": kind, "step": step, **summary}
             if step in rewards:
                 row["train_reward"] = rewards[step]
@@ -274,12 +275,7 @@ def screen(run: Path, probe_last: bool = True, items: list[Context] | None = Non
     checkpoints = checkpoint_steps(run / "checkpoints")
     if probe_last and checkpoints:
         step, actor = checkpoints[-1]
-        from recipe.drivers.hf_merge import merge
-
-        with tempfile.TemporaryDirectory(prefix="format-probe-") as tmp:
-            with contextlib.redirect_stdout(sys.stderr):
-                merged = merge(actor, Path(tmp) / "hf")
-            row["last_checkpoint"] = {"step": step, **probe_hf(merged, items or contexts())}
+        row["last_checkpoint"] = {"step": step, **probe_actor(actor, items or contexts())}
     return row
 
 
